@@ -1,0 +1,57 @@
+"""The spatial relations the published classifiers know, and their canonical names.
+
+The official checkpoints map relation names to class indices with ``rel_name_to_idx``; the spatial names there are
+exactly the four canonical strings below (method.md §0). Everything else in the pack refers to relations through these
+constants, and user-facing aliases are resolved once, here.
+"""
+
+from __future__ import annotations
+
+ABOVE = "above"
+BELOW = "below"
+LEFT_OF = "to the left of"
+RIGHT_OF = "to the right of"
+
+SPATIAL_RELATIONS: tuple[str, ...] = (ABOVE, BELOW, LEFT_OF, RIGHT_OF)
+
+_ALIASES: dict[str, str] = {
+    "above": ABOVE,
+    "over": ABOVE,
+    "on top of": ABOVE,
+    "on the top of": ABOVE,
+    "top": ABOVE,
+    "below": BELOW,
+    "under": BELOW,
+    "underneath": BELOW,
+    "beneath": BELOW,
+    "on the bottom of": BELOW,
+    "on bottom of": BELOW,
+    "bottom": BELOW,
+    "to the left of": LEFT_OF,
+    "on the left of": LEFT_OF,
+    "left of": LEFT_OF,
+    "left": LEFT_OF,
+    "to the right of": RIGHT_OF,
+    "on the right of": RIGHT_OF,
+    "right of": RIGHT_OF,
+    "right": RIGHT_OF,
+}
+
+
+def canonical_relation(name: str) -> str:
+    """Return the canonical relation for a user-written name.
+
+    Accepts the canonical strings, common synonyms ("left of", "on top of", "under") and identifier spellings
+    ("to_the_left_of", "RIGHT-OF").
+
+    Raises:
+        ValueError: the name is not a supported spatial relation; the message lists the supported ones.
+    """
+    key = " ".join(name.strip().lower().replace("_", " ").replace("-", " ").split())
+    if key in _ALIASES:
+        return _ALIASES[key]
+    supported = ", ".join(repr(r) for r in SPATIAL_RELATIONS)
+    raise ValueError(
+        f"Unknown spatial relation {name!r}. The relation classifiers know only {supported} "
+        "(synonyms such as 'left of', 'on top of', 'under' are accepted)."
+    )
