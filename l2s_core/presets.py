@@ -167,3 +167,19 @@ def get_preset(name: str) -> SteeringPreset:
         f"Unknown steering preset {name!r}. Known presets: {known} "
         "(hyphens and 'FLUX.1-' spellings such as 'flux-dev' are accepted)."
     )
+
+
+# Families without an official classifier borrow the preset of the nearest published one: UNet families the SD2.1
+# settings, joint-attention families the FLUX.1-dev settings. Step counts are rescaled by the caller.
+_BORROWED_PRESETS: dict[str, str] = {"sdxl": "sd2", "toy": "sd2", "sd3": "flux_dev"}
+
+
+def preset_for_family(family: str) -> SteeringPreset:
+    """The preset a classifier of ``family`` (a canonical l2s_core.families name) steers with by default.
+
+    Official families get their own preset; SDXL and the toy world borrow SD2.1's, SD3 borrows FLUX.1-dev's.
+
+    Raises:
+        ValueError: unknown family.
+    """
+    return get_preset(_BORROWED_PRESETS.get(family, family))

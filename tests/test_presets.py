@@ -74,3 +74,21 @@ def test_presets_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         PRESETS["sd2"].step_size = 1.0  # type: ignore[misc]
     assert isinstance(PRESETS["sd2"], SteeringPreset)
+
+
+@pytest.mark.parametrize(
+    ("family", "expected"),
+    [("sd14", "sd14"), ("sd2", "sd2"), ("flux_dev", "flux_dev"), ("flux_schnell", "flux_schnell"),
+     ("sdxl", "sd2"), ("toy", "sd2"), ("sd3", "flux_dev")],
+)
+def test_preset_for_family_borrows_the_nearest_official_preset(family: str, expected: str) -> None:
+    from l2s_core.presets import preset_for_family
+
+    assert preset_for_family(family).name == expected
+
+
+def test_preset_for_unknown_family_is_an_error() -> None:
+    from l2s_core.presets import preset_for_family
+
+    with pytest.raises(ValueError, match="Unknown steering preset 'kandinsky'"):
+        preset_for_family("kandinsky")

@@ -1,0 +1,170 @@
+"""Learned Spatial Steer: the KSampler-style all-in-one node and the SAMPLER for SamplerCustom(Advanced)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+from comfy_api.latest import io, ui
+
+from ..l2s_core.checkpoint import LoadedClassifier
+from .steering import SteeringJob, SteeringOptions, SteeringSettings, steering_sampler
+from .types import CATEGORY, RelationClassifierType, SteeringTraceType
+
+
+def steering_inputs() -> list[io.Input]:
+    """The steering settings shared by both nodes; 0 / -1 mean 'official preset of the classifier's family'."""
+    return [
+        io.Int.Input(
+            "last_steered_step", default=-1, min=-1, max=10000,
+            tooltip="Steer denoising steps 0 .. this-1. -1 = the official preset scaled to your step count (first "
+            "half of the schedule for SD and FLUX-dev, only the first step for FLUX-schnell). 0 turns steering off.",
+        ),
+        io.Float.Input(
+            "step_size", default=0.0, min=0.0, max=1000.0, step=0.1,
+            tooltip="Gradient step on the latent per iteration. 0 = official (5; 7.5 for SD1.x).",
+        ),
+        io.Int.Input(
+            "iterations", default=0, min=0, max=200,
+            tooltip="Forward/backward passes per steered step. 0 = official (16). Each costs about one denoiser "
+            "forward and backward.",
+        ),
+        io.Float.Input(
+            "early_stop_probability", default=0.0, min=0.0, max=1.0, step=0.01,
+            tooltip="Stop a step's iterations once the classifier gives the requested relation this probability "
+            "(e.g. 0.9): much faster, usually as good. 0 = off (official behaviour).",
+        ),
+    ]
+
+
+def steering_options(last_steered_step: int, step_size: float, iterations: int,
+                     early_stop_probability: float) -> SteeringOptions:
+    return SteeringOptions(
+        last_step=None if last_steered_step < 0 else last_steered_step,
+        step_size=None if step_size <= 0 else step_size,
+        iterations=None if iterations <= 0 else iterations,
+        early_stop_probability=None if early_stop_probability <= 0 else early_stop_probability,
+    )
+
+
+class _Progress:
+    """One progress bar over steering iterations and sampling steps, with latent previews on sampling steps."""
+
+    def __init__(self, model: Any, steps: int) -> None:
+        self.bar = comfy.utils.ProgressBar(steps)
+        self.previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+        self.total, self.iterations_done, self.steps_done = steps, 0, 0
+
+    def on_start(self, settings: SteeringSettings, num_steps: int) -> None:
+        self.total = max(settings.last_step, 0) * settings.iterations + num_steps
+        self.bar.update_absolute(0, self.total)
+
+    def on_iteration(self) -> None:
+        self.iterations_done += 1
+        self.bar.update_absolute(self.iterations_done + self.steps_done, self.total)
+
+    def callback(self, step: int, x0: Any, x: Any, total_steps: int) -> None:
+        self.steps_done = step + 1
+        preview = self.previewer.decode_latent_to_preview_image("JPEG", x0) if self.previewer else None
+        self.bar.update_absolute(self.iterations_done + self.steps_done, self.total, preview)
+
+
+def _summary(job: SteeringJob) -> ui.PreviewText:
+    return ui.PreviewText(json.dumps(job.trace.summary()))
+
+
+class LearnedSpatialSteer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="L2S_LearnedSpatialSteer",
+            display_name="Learned Spatial Steer",
+            category=CATEGORY,
+            description="A KSampler that places objects where the prompt says. During the first steps, gradient "
+            "steps on the latent push the model's own attention until the relation classifier reads the requested "
+            "relation (Learn-to-Steer, WACV 2026); then the chosen sampler finishes as usual.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model (SD1.x, SD2.x, SDXL, SD3 or FLUX.1)."),
+                RelationClassifierType.Input("classifier", tooltip="From Load Relation Classifier."),
+                io.Conditioning.Input("positive", tooltip="From Spatial Prompt Encode (it records the relation)."),
+                io.Conditioning.Input("negative", tooltip="The negative prompt, as for KSampler."),
+                io.Latent.Input("latent_image", tooltip="The latent to denoise."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="The random seed used for the noise."),
+                io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Denoising steps."),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale (use 1.0 for FLUX)."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS,
+                               tooltip="The sampler; steered steps run it one step at a time."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS,
+                               tooltip="The noise schedule."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="How much of the schedule to run (1.0 = from pure noise)."),
+                *steering_inputs(),
+            ],
+            outputs=[
+                io.Latent.Output(tooltip="The denoised latent."),
+                SteeringTraceType.Output(display_name="trace",
+                                         tooltip="What the classifier read at each steered step, for Attention "
+                                         "Preview."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model: Any, classifier: LoadedClassifier, positive: Any, negative: Any,
+                latent_image: dict[str, Any], seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+                denoise: float, last_steered_step: int, step_size: float, iterations: int,
+                early_stop_probability: float) -> io.NodeOutput:
+        latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
+        noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
+        sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                         scheduler=scheduler, denoise=denoise,
+                                         model_options=model.model_options).sigmas
+        progress = _Progress(model, steps)
+        job = SteeringJob(classifier, steering_options(last_steered_step, step_size, iterations,
+                                                       early_stop_probability),
+                          on_iteration=progress.on_iteration, on_start=progress.on_start)
+        sampler = steering_sampler(job, comfy.samplers.sampler_object(sampler_name))
+        samples = comfy.sample.sample_custom(
+            model, noise, cfg, sampler, sigmas, positive, negative, latent,
+            noise_mask=latent_image.get("noise_mask"), callback=progress.callback,
+            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
+        )
+        out = latent_image.copy()
+        out["samples"] = samples
+        return io.NodeOutput(out, job.trace, ui=_summary(job))
+
+
+class LearnedSpatialSteerSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="L2S_LearnedSpatialSteerSampler",
+            display_name="Learned Spatial Steer (SAMPLER)",
+            category=CATEGORY,
+            description="Wraps any k-diffusion SAMPLER (from KSamplerSelect) with Learn-to-Steer, for "
+            "SamplerCustom / SamplerCustomAdvanced: any guider, scheduler or noise. The positive conditioning must "
+            "come from Spatial Prompt Encode.",
+            inputs=[
+                RelationClassifierType.Input("classifier", tooltip="From Load Relation Classifier."),
+                io.Sampler.Input("sampler", tooltip="The sampler that does the denoising (e.g. KSamplerSelect)."),
+                *steering_inputs(),
+            ],
+            outputs=[
+                io.Sampler.Output(tooltip="The steering sampler."),
+                SteeringTraceType.Output(display_name="trace",
+                                         tooltip="Filled in when the sampler runs; connect Attention Preview after "
+                                         "the sampler's output is decoded."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, classifier: LoadedClassifier, sampler: Any, last_steered_step: int, step_size: float,
+                iterations: int, early_stop_probability: float) -> io.NodeOutput:
+        job = SteeringJob(classifier, steering_options(last_steered_step, step_size, iterations,
+                                                       early_stop_probability))
+        return io.NodeOutput(steering_sampler(job, sampler), job.trace)
