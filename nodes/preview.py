@@ -5,6 +5,7 @@ Pure rendering over a :class:`SteeringTrace`; numpy and Pillow (both ComfyUI dep
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -15,6 +16,8 @@ from PIL import Image, ImageDraw
 
 from .steering import SteeringTrace, StepTrace
 from .types import CATEGORY, SteeringTraceType
+
+logger = logging.getLogger(__name__)
 
 PANEL = 192
 FIRST_AND_LAST = "first and last steered step"
@@ -75,14 +78,33 @@ def _plot(trace: SteeringTrace, sample: int, width: int) -> Image.Image:
     return canvas
 
 
+NOTHING_STEERED = (
+    "No step was steered: steering was off (last_steered_step 0), or, with the SAMPLER node, the preview ran before "
+    "sampling - connect the decoded image of that sampler's output to 'image'."
+)
+
+
+def _nothing_steered(image: torch.Tensor | None) -> torch.Tensor:
+    """A figure that says why there is nothing to show (steering switched off is a normal use, not an error)."""
+    logger.warning(NOTHING_STEERED)
+    canvas = Image.new("RGB", (4 * PANEL, PANEL), (24, 24, 24))
+    if image is not None:
+        canvas.paste(Image.fromarray((_base(image, 0) * 255).astype(np.uint8)), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    words, line, y = NOTHING_STEERED.split(), "", 10
+    for word in words:
+        if len(line) + len(word) > 60:
+            draw.text((PANEL + 10, y), line, fill=(230, 230, 230))
+            line, y = "", y + 16
+        line = f"{line} {word}".strip()
+    draw.text((PANEL + 10, y), line, fill=(230, 230, 230))
+    return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)[None]  # (1, H, W, 3)
+
+
 def render(trace: SteeringTrace, image: torch.Tensor | None, every_step: bool) -> torch.Tensor:
     """(B, H, W, 3) figure: per sample, rows of subject/object maps before and after steering, plus the trace."""
     if not trace.steps:
-        raise ValueError(
-            "The steering trace is empty: no step was steered. Connect the trace of a Learned Spatial Steer node "
-            "that ran with last_steered_step > 0, and for the SAMPLER variant take the image from that sampler's "
-            "output so the preview runs after sampling."
-        )
+        return _nothing_steered(image)
     chosen: list[StepTrace] = trace.steps if every_step else list({id(s): s for s in (trace.steps[0],
                                                                                         trace.steps[-1])}.values())
     batch = trace.steps[0].maps_before.shape[0]
