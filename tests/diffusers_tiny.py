@@ -1,9 +1,11 @@
 """Tiny random-weight diffusers pipelines, built offline, for the training tests.
 
-This module owns the test doubles of real model folders: an SD1-style :class:`~diffusers.StableDiffusionPipeline`,
-a FLUX-style :class:`~diffusers.FluxPipeline` and SDXL- and SD3-style pipelines, each at most a few megabytes, saved
-with ``save_pretrained`` so the code under test loads them exactly like a downloaded model
-(``from_pretrained(..., local_files_only=True)``).
+This module owns the test doubles of real model folders: an SD1-style :class:`~diffusers.StableDiffusionPipeline`
+and a FLUX-style :class:`~diffusers.FluxPipeline` with the official attention layouts (so their maps have the
+official classifiers' channel counts, 128 and 1368, and data recorded from them trains and loads like real data),
+and SDXL- and SD3-style pipelines (families whose channel count depends on the model), saved with
+``save_pretrained`` so the code under test loads them exactly like a downloaded model
+(``from_pretrained(..., local_files_only=True)``). The SD1 folder is ~35 MB, the FLUX one ~105 MB, the others a few.
 Nothing here touches the network: the CLIP tokenizer comes from a vocab.json/merges.txt written here (whole words
 of :data:`WORDS` as single BPE tokens), the T5 tokenizer from a tiny Unigram vocabulary.
 
@@ -46,6 +48,15 @@ WORDS: tuple[str, ...] = (
     "dog",
     "cat",
 )
+
+#: Attention layout of :func:`build_tiny_sd` (SD1.x): 16 cross-attention layers x 8 heads = 128 channels.
+SD1_LAYERS = 16
+SD1_HEADS = 8
+#: Attention layout of :func:`build_tiny_flux` (FLUX.1): (19 double + 38 single blocks) x 24 heads = 1368 channels.
+FLUX_DOUBLE_BLOCKS = 19
+FLUX_SINGLE_BLOCKS = 38
+FLUX_HEADS = 24
+FLUX_HEAD_DIM = 6
 
 CLIP_BOS = "<|startoftext|>"
 CLIP_EOS = "<|endoftext|>"
@@ -156,10 +167,13 @@ def _clip_text_encoder(vocab_size: int, eos_id: int, bos_id: int, seed: int):
 def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
     """Save an SD1-style StableDiffusionPipeline with random weights under ``folder`` and return it.
 
-    UNet: block_out_channels (32, 64), one layer per block, cross-attention in the first down block, the mid block
-    and the last up block (so maps at two resolutions), 2 heads everywhere; cross_attention_dim 32. VAE: (32, 64),
-    so a 32 px image has a 16x16 latent. DDIM scheduler with the SD betas. The folder loads with
-    ``StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)``.
+    UNet: the attention layout of SD1.x, i.e. of the official SD1.4 classifier (128 channels): four levels of
+    widths (32, 64, 128, 128) (SD1.x: 320 x (1, 2, 4, 4)), two layers per block, cross-attention at the first three
+    down levels, in the mid block and at the last three up levels -> 6 + 1 + 9 = 16 ``attn2`` layers of 8 heads
+    each (head dim 4 / 8 / 16); cross_attention_dim 32. So ``--family sd14`` data from it has the official
+    channel count and trains the official architecture. VAE: (32, 64), so an R px image has an R/2 latent;
+    resolutions are multiples of 16 (VAE factor 2 x three UNet down-samplings). DDIM scheduler with the SD betas.
+    The folder loads with ``StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)``.
     """
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
@@ -170,13 +184,13 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
         sample_size=16,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(32, 64, 128, 128),
+        layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
-        attention_head_dim=2,  # diffusers reads this as the number of heads for UNet2DConditionModel
-        norm_num_groups=8,
+        attention_head_dim=SD1_HEADS,  # diffusers' legacy name for the SD1 head count of UNet2DConditionModel
+        norm_num_groups=32,
     ).eval()
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL(
@@ -215,9 +229,13 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
 def build_tiny_flux(folder: Path, seed: int = 0) -> Path:
     """Save a FLUX-style FluxPipeline with random weights under ``folder`` and return it.
 
-    Transformer: 1 double + 1 single block, 2 heads of dim 16, joint_attention_dim 32 (the tiny T5's width),
-    pooled_projection_dim 32 (the tiny CLIP's width), no guidance embedding (schnell-like). VAE with one block
-    (scale factor 1, one latent channel), so a 32 px image gives a 32x32 latent and a 16x16 token grid.
+    Transformer: the attention layout of FLUX.1, i.e. of the official FLUX classifiers (1368 channels): 19 double +
+    38 single blocks of 24 heads each, head dim 6 (the smallest RoPE width with an even share per axis,
+    axes_dims_rope (2, 2, 2)); joint_attention_dim 32 (the tiny T5's width), pooled_projection_dim 32 (the tiny
+    CLIP's width), no guidance embedding (schnell-like, so it is detected as ``flux_schnell``). VAE with one block
+    (scale factor 1, one latent channel), so an R px image gives an RxR latent and an (R/2)x(R/2) token grid.
+    About 26 M parameters (diffusers fixes the MLPs at 4x the width); a forward pass on an 8x8 grid takes ~0.15 s
+    on one CPU thread.
     """
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
@@ -228,13 +246,13 @@ def build_tiny_flux(folder: Path, seed: int = 0) -> Path:
     transformer = FluxTransformer2DModel(
         patch_size=1,
         in_channels=4,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
+        num_layers=FLUX_DOUBLE_BLOCKS,
+        num_single_layers=FLUX_SINGLE_BLOCKS,
+        attention_head_dim=FLUX_HEAD_DIM,
+        num_attention_heads=FLUX_HEADS,
         joint_attention_dim=32,
         pooled_projection_dim=32,
-        axes_dims_rope=(4, 4, 8),
+        axes_dims_rope=(2, 2, 2),  # sums to the head dim
         guidance_embeds=False,
     ).eval()
     torch.manual_seed(seed + 1)

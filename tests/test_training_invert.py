@@ -1,7 +1,8 @@
 """Tests for `python -m training invert`: inversion math, attention recording, the command end to end, resume, errors.
 
 The models are tiny random-weight diffusers pipelines built offline by :mod:`diffusers_tiny` (an SD1-style UNet and a
-FLUX-style transformer), saved to a temporary folder once per module.
+FLUX-style transformer with the official attention layouts, so their maps have the official 128 and 1368 channels),
+saved to a temporary folder once per module.
 """
 
 from __future__ import annotations
@@ -20,7 +21,18 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from diffusers_tiny import build_tiny_flux, build_tiny_sd, build_tiny_sd3, build_tiny_sdxl  # noqa: E402
+from diffusers_tiny import (  # noqa: E402
+    FLUX_DOUBLE_BLOCKS,
+    FLUX_HEAD_DIM,
+    FLUX_HEADS,
+    FLUX_SINGLE_BLOCKS,
+    SD1_HEADS,
+    SD1_LAYERS,
+    build_tiny_flux,
+    build_tiny_sd,
+    build_tiny_sd3,
+    build_tiny_sdxl,
+)
 from PIL import Image, ImageDraw  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
@@ -40,10 +52,12 @@ from training.recorder import AttentionRecorder, RecordTarget, unet_layer_grid  
 
 REPO = Path(__file__).resolve().parents[1]
 RELATIONS = ["above", "below", "to the left of", "to the right of"]
+SD_CHANNELS = 128  # the official SD1.x classifier's, = SD1_LAYERS x SD1_HEADS
+FLUX_LAYERS = FLUX_DOUBLE_BLOCKS + FLUX_SINGLE_BLOCKS
+FLUX_CHANNELS = 1368  # the official FLUX.1 classifiers', = FLUX_LAYERS x FLUX_HEADS
 SD_ARGS = [
     "--family",
     "sd14",
-    "--allow-channel-mismatch",
     "--steps",
     "3",
     "--record-steps",
@@ -57,9 +71,8 @@ SD_ARGS = [
     "-100",
 ]
 FLUX_ARGS = [
-    "--allow-channel-mismatch",
     "--resolution",
-    "32",
+    "16",
     "--max-sequence-length",
     "16",
     "--psnr-threshold",
@@ -277,7 +290,7 @@ def test_token_positions_clip_and_t5(tiny_sd: Path, tiny_flux: Path) -> None:
     sd = PipelineAdapter(load_model(str(tiny_sd), family="sd14", device="cpu"), 16, 77, 0.0)
     assert sd.token_positions(prompt, (2, 12)) == [2, 3]  # <sot> a red square: offset 1
     assert sd.token_positions(prompt, (21, 32)) == [6, 7]
-    flux = PipelineAdapter(load_model(str(tiny_flux), device="cpu"), 32, 16, 0.0)
+    flux = PipelineAdapter(load_model(str(tiny_flux), device="cpu"), 16, 16, 0.0)
     assert flux.token_positions(prompt, (2, 12)) == [1, 2]  # T5: no start token
     assert flux.token_positions(prompt, (21, 32)) == [5, 6]
 
@@ -305,8 +318,11 @@ def test_unet_recorder_matches_diffusers_attention_and_keeps_the_output(tiny_sd:
         h.remove()
     assert torch.equal(got, expected)  # the original processors compute the output
     assert {k: type(v) for k, v in unet.attn_processors.items()} == {k: type(v) for k, v in originals.items()}
-    assert recorder.num_layers == len(captured) == 4 and recorder.channels == 8
-    assert [layer.grid for layer in recorder.subject] == [(8, 8), (4, 4), (8, 8), (8, 8)]
+    assert SD1_LAYERS * SD1_HEADS == SD_CHANNELS
+    assert recorder.num_layers == len(captured) == SD1_LAYERS and recorder.channels == SD_CHANNELS
+    # 3 down levels x 2 layers, the mid block at 1x1, 3 up levels x 3 layers (call order).
+    assert [layer.grid[0] for layer in recorder.subject] == [8, 8, 4, 4, 2, 2, 1, 2, 2, 2, 4, 4, 4, 8, 8, 8]
+    assert all(layer.grid[0] == layer.grid[1] and layer.maps.shape[1] == SD1_HEADS for layer in recorder.subject)
     for layer, obj_layer, (attn, hidden, enc) in zip(recorder.subject, recorder.object, captured, strict=True):
         q = attn.head_to_batch_dim(attn.to_q(hidden))
         k = attn.head_to_batch_dim(attn.to_k(enc))
@@ -314,19 +330,19 @@ def test_unet_recorder_matches_diffusers_attention_and_keeps_the_output(tiny_sd:
         torch.testing.assert_close(layer.maps.flatten(2), token_average(ref, [2, 3]), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(obj_layer.maps.flatten(2), token_average(ref, [6, 7]), rtol=1e-5, atol=1e-6)
     maps = recorder.classifier_maps(16)
-    assert maps.shape == (2, 8, 16, 16)
+    assert maps.shape == (2, SD_CHANNELS, 16, 16)
     torch.testing.assert_close(maps, classifier_input(recorder.subject, recorder.object, "unet", 16)[0])
-    torch.testing.assert_close(maps.sum(dim=(-2, -1)), torch.ones(2, 8), rtol=1e-4, atol=1e-4)  # renormalised
+    torch.testing.assert_close(maps.sum(dim=(-2, -1)), torch.ones(2, SD_CHANNELS), rtol=1e-4, atol=1e-4)
 
 
 def test_flux_recorder_uses_the_models_q_and_k(tiny_flux: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import diffusers.models.transformers.transformer_flux as flux_module
 
     model = load_model(str(tiny_flux), device="cpu")
-    adapter = PipelineAdapter(model, 32, 16, 0.0)
+    adapter = PipelineAdapter(model, 16, 16, 0.0)
     cond = adapter.encode_prompt("A red square above a blue circle")
     torch.manual_seed(0)
-    latent = adapter.pack(torch.randn(1, 1, 32, 32))
+    latent = adapter.pack(torch.randn(1, 1, 16, 16))  # (1, 64, 4): an 8x8 token grid
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     original_dispatch = flux_module.dispatch_attention_fn
 
@@ -335,24 +351,26 @@ def test_flux_recorder_uses_the_models_q_and_k(tiny_flux: Path, monkeypatch: pyt
         return original_dispatch(query, key, value, **kwargs)
 
     recorder = AttentionRecorder(model.denoiser, "flux")
-    target = RecordTarget((1, 2), (5, 6), 16, grid=(16, 16))
+    target = RecordTarget((1, 2), (5, 6), 16, grid=(8, 8))
     with torch.no_grad():
         expected = adapter.denoise(latent, 750.0, cond)
         monkeypatch.setattr(flux_module, "dispatch_attention_fn", spy)
         with recorder.installed(), recorder.recording(target):
             got = adapter.denoise(latent, 750.0, cond)
     assert torch.equal(got, expected)
-    assert len(seen) == recorder.num_layers == 2 and recorder.channels == 4
+    assert FLUX_LAYERS * FLUX_HEADS == FLUX_CHANNELS
+    assert len(seen) == recorder.num_layers == FLUX_LAYERS and recorder.channels == FLUX_CHANNELS
     for layer, (q, k) in zip(recorder.subject, seen, strict=True):  # q, k: (B, T + N, heads, D), text first
-        logits = q[:, 16:].transpose(1, 2) @ k[:, :16].transpose(1, 2).transpose(-1, -2) / 4.0  # sqrt(16)
+        assert q.shape == (1, 16 + 64, FLUX_HEADS, FLUX_HEAD_DIM)
+        logits = q[:, 16:].transpose(1, 2) @ k[:, :16].transpose(1, 2).transpose(-1, -2) / math.sqrt(FLUX_HEAD_DIM)
         ref = torch.softmax(logits.float(), dim=-1)  # text keys only
         torch.testing.assert_close(layer.maps.flatten(2), token_average(ref, [1, 2]), rtol=1e-5, atol=1e-6)
-    maps = recorder.classifier_maps(16)
-    assert maps.shape == (2, 4, 16, 16)
+    maps = recorder.classifier_maps(8)
+    assert maps.shape == (2, FLUX_CHANNELS, 8, 8)
     raw = torch.stack(
         [torch.cat([la.maps for la in layers], dim=1)[0] for layers in (recorder.subject, recorder.object)]
     )
-    torch.testing.assert_close(maps, raw)  # one 16x16 grid == map size: raw probabilities (method.md §4.5)
+    torch.testing.assert_close(maps, raw)  # one 8x8 grid == map size: raw probabilities (method.md §4.5)
 
 
 def test_sd3_recorder_uses_the_models_q_and_k(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -405,7 +423,7 @@ def test_invert_end_to_end_unet(tiny_sd: Path, tmp_path: Path) -> None:
         == 0
     )
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["family"] == "sd14" and meta["layout"] == "unet" and meta["channels"] == 8
+    assert meta["family"] == "sd14" and meta["layout"] == "unet" and meta["channels"] == SD_CHANNELS
     assert meta["grid"] is None and meta["map_size"] == 16 and meta["num_steps"] == 3
     assert meta["record_steps"] == [1, 2] and meta["relations"] == sorted(RELATIONS) and meta["negatives"] is True
     assert meta["model"] == "tiny-sd" and meta["seed"] == 0
@@ -420,9 +438,9 @@ def test_invert_end_to_end_unet(tiny_sd: Path, tmp_path: Path) -> None:
         assert (rec["prompt_relation"] == rec["label"]) == (rec["prompt_type"] == "pos")
         assert rec["prompt_relation"] in RELATIONS
         tensor = load_file(str(out / rec["shard"]))[rec["key"]]
-        assert tensor.dtype == torch.float16 and tensor.shape == (2, 8, 16, 16)
+        assert tensor.dtype == torch.float16 and tensor.shape == (2, SD_CHANNELS, 16, 16)
         assert torch.isfinite(tensor).all()
-        torch.testing.assert_close(tensor.float().sum(dim=(-2, -1)), torch.ones(2, 8), rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(tensor.float().sum(dim=(-2, -1)), torch.ones(2, SD_CHANNELS), rtol=1e-2, atol=1e-2)
     assert sorted({r["shard"] for r in index}) == ["shards/shard_00000.safetensors", "shards/shard_00001.safetensors"]
     assert [d["item"] for d in read_jsonl(out / "done.jsonl")] == ["item0", "item1", "item2"]
     # A finished run resumed does nothing and keeps the index.
@@ -523,7 +541,7 @@ def test_psnr_break_rule_failed_positive_drops_negative(tiny_flux: Path, monkeyp
 
         return invert_prompt
 
-    image = torch.rand(1, 3, 32, 32)
+    image = torch.rand(1, 3, 16, 16)
     monkeypatch.setattr(inverter, "invert_prompt", fake({"pos": 10.0, "neg": 30.0}))
     assert inverter.run_item(item, image) == [] and calls == ["pos"]  # the negative is never run
     calls.clear()
@@ -532,8 +550,18 @@ def test_psnr_break_rule_failed_positive_drops_negative(tiny_flux: Path, monkeyp
 
 
 def test_killed_flux_run_resumes_to_the_same_index(tiny_flux: Path, tmp_path: Path) -> None:
-    trip = make_triplets(tmp_path / "trip", n=5)
-    common = ["--triplets", str(trip), "--model", str(tiny_flux), "--shard-size", "2", *FLUX_ARGS]
+    trip = make_triplets(tmp_path / "trip", n=3)
+    common = [
+        "--triplets",
+        str(trip),
+        "--model",
+        str(tiny_flux),
+        "--shard-size",
+        "2",
+        *FLUX_ARGS,
+        "--record-steps",
+        "3",
+    ]
     reference = tmp_path / "reference"
     assert run_invert(["--out", str(reference), *common]) == 0
 
@@ -565,7 +593,7 @@ def test_killed_flux_run_resumes_to_the_same_index(tiny_flux: Path, tmp_path: Pa
     assert run_invert(["--out", str(resumed), *common]) == 0
     assert read_jsonl(resumed / "index.jsonl") == read_jsonl(reference / "index.jsonl")
     ref_tensors, got_tensors = all_tensors(reference), all_tensors(resumed)
-    assert ref_tensors.keys() == got_tensors.keys() and len(ref_tensors) == 5 * 2 * 2
+    assert ref_tensors.keys() == got_tensors.keys() and len(ref_tensors) == 3 * 2 * 1  # items x prompts x steps
     for key, value in ref_tensors.items():
         assert torch.equal(got_tensors[key], value), key
     assert not list((resumed / "shards").glob("*.tmp"))
@@ -636,8 +664,13 @@ def test_unknown_relation_names_line_and_field(tmp_path: Path) -> None:
 def test_bad_options_and_family(tiny_sd: Path, tmp_path: Path) -> None:
     trip = make_triplets(tmp_path / "trip", n=1)
     base = ["--triplets", str(trip), "--out", str(tmp_path / "o"), "--model", str(tiny_sd)]
-    with pytest.raises(invert.InvertInputError, match="--family sd14: tiny-sd has 8 attention channels.*128"):
-        run_invert([*base, "--family", "sd14", "--resolution", "16"])
+    # Official family => official channel count: SD1.x's 16 x 8 heads are not SD2.x's 195 channels.
+    with pytest.raises(
+        invert.InvertInputError, match=r"--family sd2: tiny-sd has 128 attention channels \(SD1\.x\), .*SD2\.x .* 195"
+    ):
+        run_invert([*base, "--family", "sd2", "--resolution", "16"])
+    with pytest.raises(SystemExit):  # no escape hatch: an official family always gets its channel count
+        parse([*base, "--family", "sd2", "--allow-channel-mismatch"])
     with pytest.raises(ValueError, match="--family: .*Unknown model family 'sd99'"):
         run_invert([*base, "--family", "sd99"])
     with pytest.raises(ValueError, match="--family: flux_dev .*'joint'"):

@@ -154,11 +154,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sample-latent", action="store_true", help="Sample the VAE posterior (seeded) instead of its mean."
     )
-    parser.add_argument(
-        "--allow-channel-mismatch",
-        action="store_true",
-        help="Accept a model whose attention channel count differs from its official family (tiny/research models).",
-    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -487,25 +482,24 @@ def resolve_settings(args: argparse.Namespace, model: LoadedModel) -> Settings:
     )
 
 
-def check_channels(model: LoadedModel, channels: int, allow_mismatch: bool) -> None:
+def check_channels(model: LoadedModel, channels: int) -> None:
     """Check the recorded channel count against the official family's classifiers.
 
+    A family with a fixed count (SD1.x 128, SD2.x 195, FLUX.1 1368) always gets it: data recorded with another count
+    could not train or load as that family (:mod:`l2s_core.checkpoint` and :mod:`training.dataset` check it too).
+    Families whose count depends on the model (SDXL, SD3) accept any.
+
     Raises:
-        InvertInputError: the family has a fixed count, the model differs and ``allow_mismatch`` is off.
+        InvertInputError: the family has a fixed count and the model differs.
     """
     expected = model.family.channels
     if expected is None or expected == channels:
         return
-    message = (
-        f"--family {model.family.name}: {model.name} has {channels} attention channels "
-        f"({describe_channel_count(channels)}), but the official {model.family.display} classifiers take {expected}."
-    )
-    if allow_mismatch:
-        logger.warning("%s Continuing (--allow-channel-mismatch); meta.json records C=%d.", message, channels)
-        return
     raise InvertInputError(
-        f"{message} Check --family and the model, or pass --allow-channel-mismatch for a tiny/research model "
-        "(the count is then recorded in meta.json)."
+        f"--family {model.family.name}: {model.name} has {channels} attention channels "
+        f"({describe_channel_count(channels)}), but the official {model.family.display} classifiers take {expected}. "
+        "Check --family and the model: a model of this family with another attention layout cannot use its "
+        "classifiers."
     )
 
 
@@ -901,7 +895,7 @@ def run(args: argparse.Namespace) -> int:
     settings = resolve_settings(args, model)
     inverter = DualInverter(model, settings, relations)
     channels = inverter.recorder.channels
-    check_channels(model, channels, bool(args.allow_channel_mismatch))
+    check_channels(model, channels)
 
     meta: dict[str, Any] = {
         "family": model.family.name,
