@@ -20,12 +20,14 @@ without ComfyUI; the ComfyUI objects it needs (a backward-capable attention func
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 
 from ..l2s_core.layout import LayerMaps, token_average
 
@@ -159,8 +161,9 @@ class AttentionCapture:
         n, t = q4.shape[2], k4.shape[2]
         if not self._is_cross_attention(n, t, transformer_options, request):
             return
-        probs = torch.softmax((q4.float() @ k4.float().transpose(-1, -2)) * q4.shape[-1] ** -0.5, dim=-1)
-        self._append(probs, _unet_grid(n, transformer_options, request))  # probs: (B, H, N, T)
+        compute = functools.partial(_cross_maps, subject=request.subject_positions, obj=request.object_positions)
+        subject, obj = _recomputed_in_backward(compute, q4, k4)  # (B, H, N) each
+        self._store(_unet_grid(n, transformer_options, request), subject, obj)
 
     def _is_cross_attention(self, n: int, t: int, transformer_options: dict[str, Any],
                             request: CaptureRequest) -> bool:
@@ -181,12 +184,14 @@ class AttentionCapture:
         n_img, n_txt = grid[0] * grid[1], request.text_length
         if q4.shape[2] < n_txt + n_img or k4.shape[2] < n_txt + n_img:
             return  # an image-only attention (SD3.5 extra self-attention), not joint text-image attention
-        q_img = q4[:, :, n_txt:n_txt + n_img].float()  # (B, H, N_img, D)
-        k_txt = k4[:, :, :n_txt].float()  # (B, H, T, D)
-        logits = (q_img @ k_txt.transpose(-1, -2)) * q4.shape[-1] ** -0.5  # (B, H, N_img, T)
-        log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, H, N_img, 1): softmax over text keys only
-        subject = _columns_probability(logits, log_norm, request.subject_positions)  # (B, H, N_img)
-        obj = _columns_probability(logits, log_norm, request.object_positions)  # (B, H, N_img)
+        q_img = q4[:, :, n_txt:n_txt + n_img]  # (B, H, N_img, D)
+        k_txt = k4[:, :, :n_txt]  # (B, H, T, D)
+        compute = functools.partial(_joint_maps, subject=request.subject_positions, obj=request.object_positions)
+        subject, obj = _recomputed_in_backward(compute, q_img, k_txt)  # (B, H, N_img) each
+        self._store(grid, subject, obj)
+
+    def _store(self, grid: tuple[int, int], subject: torch.Tensor, obj: torch.Tensor) -> None:
+        """subject, obj: (B, H, h*w) token-averaged maps of one layer."""
         index = len(self.subject)
         self.subject.append(LayerMaps.from_flat(index, grid, subject))
         self.object.append(LayerMaps.from_flat(index, grid, obj))
@@ -197,6 +202,34 @@ class AttentionCapture:
         index = len(self.subject)
         self.subject.append(LayerMaps.from_flat(index, grid, token_average(probs, self.request.subject_positions)))
         self.object.append(LayerMaps.from_flat(index, grid, token_average(probs, self.request.object_positions)))
+
+
+def _recomputed_in_backward(compute: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+                            *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``compute`` so that autograd keeps none of its fp32 intermediates (the (B, H, N, T) scores).
+
+    When gradients are needed, the maps are recomputed from q and k during the backward pass (which the attention
+    kernel keeps anyway): one extra small matmul per layer instead of holding every layer's score tensor, e.g.
+    48 MiB per FLUX layer at 512 px, 2.7 GB over 57 layers. Values and gradients are unchanged.
+    """
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        return torch.utils.checkpoint.checkpoint(compute, *inputs, use_reentrant=False)
+    return compute(*inputs)
+
+
+def _cross_maps(q4: torch.Tensor, k4: torch.Tensor, subject: Sequence[int],
+                obj: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """UNet cross-attention: softmax over all text tokens. q4: (B, H, N, D), k4: (B, H, T, D) -> 2 x (B, H, N)."""
+    probs = torch.softmax((q4.float() @ k4.float().transpose(-1, -2)) * q4.shape[-1] ** -0.5, dim=-1)  # (B,H,N,T)
+    return token_average(probs, subject), token_average(probs, obj)
+
+
+def _joint_maps(q_img: torch.Tensor, k_txt: torch.Tensor, subject: Sequence[int],
+                obj: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joint attention: image queries x text keys, softmax over the text keys only. -> 2 x (B, H, N_img)."""
+    logits = (q_img.float() @ k_txt.float().transpose(-1, -2)) * q_img.shape[-1] ** -0.5  # (B, H, N_img, T)
+    log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, H, N_img, 1)
+    return _columns_probability(logits, log_norm, subject), _columns_probability(logits, log_norm, obj)
 
 
 def _columns_probability(logits: torch.Tensor, log_norm: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
