@@ -24,7 +24,6 @@ Boxes are ``(x0, y0, x1, y1)`` in pixels with ``x0 <= x1`` and ``y0 <= y1``.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from l2s_core.relations import ABOVE, BELOW, LEFT_OF, RIGHT_OF, SPATIAL_RELATIONS, canonical_relation
+
+from .json_fields import iter_jsonl_objects
 
 logger = logging.getLogger(__name__)
 
@@ -454,37 +455,27 @@ def read_position_jsonl(path: str | Path) -> list[PositionRecord]:
         raise FileNotFoundError(f"Boxes file {str(path)!r} does not exist.")
     records: list[PositionRecord] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: not valid JSON ({exc.msg}).") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}.")
-            image_id = str(obj.get("image_id", "")).strip()
-            if not image_id:
-                raise ValueError(f"{where}, field 'image_id': missing or empty.")
-            if image_id in seen:
-                raise ValueError(f"{where}, field 'image_id': {image_id!r} appears twice.")
-            seen.add(image_id)
-            prompt_id = str(obj.get("prompt_id", image_id))
-            dets, rels = obj.get("detections"), obj.get("relations")
-            if not isinstance(dets, list):
-                raise ValueError(f"{where}, field 'detections': expected a list of objects, got {dets!r}.")
-            if not isinstance(rels, list) or not rels:
-                raise ValueError(f"{where}, field 'relations': expected a non-empty list of objects, got {rels!r}.")
-            records.append(
-                PositionRecord(
-                    image_id=image_id,
-                    prompt_id=prompt_id,
-                    detections=tuple(parse_detection(d, f"{where}, detections[{i}]") for i, d in enumerate(dets)),
-                    requests=tuple(parse_request(r, f"{where}, relations[{i}]") for i, r in enumerate(rels)),
-                )
+    for where, obj in iter_jsonl_objects(path):
+        image_id = str(obj.get("image_id", "")).strip()
+        if not image_id:
+            raise ValueError(f"{where}, field 'image_id': missing or empty.")
+        if image_id in seen:
+            raise ValueError(f"{where}, field 'image_id': {image_id!r} appears twice.")
+        seen.add(image_id)
+        prompt_id = str(obj.get("prompt_id", image_id))
+        dets, rels = obj.get("detections"), obj.get("relations")
+        if not isinstance(dets, list):
+            raise ValueError(f"{where}, field 'detections': expected a list of objects, got {dets!r}.")
+        if not isinstance(rels, list) or not rels:
+            raise ValueError(f"{where}, field 'relations': expected a non-empty list of objects, got {rels!r}.")
+        records.append(
+            PositionRecord(
+                image_id=image_id,
+                prompt_id=prompt_id,
+                detections=tuple(parse_detection(d, f"{where}, detections[{i}]") for i, d in enumerate(dets)),
+                requests=tuple(parse_request(r, f"{where}, relations[{i}]") for i, r in enumerate(rels)),
             )
+        )
     if not records:
         raise ValueError(f"Boxes file {str(path)!r} has no records.")
     return records

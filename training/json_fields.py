@@ -6,7 +6,9 @@ Every error names the file (and, through ``where``, the entry and field) so that
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def read_json(path: Path, what: str) -> object:
@@ -49,3 +51,23 @@ def as_image_size(value: object, where: str) -> tuple[int, int] | None:
     if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
         raise ValueError(f"{where}: expected [width, height] (two positive integers), got {value!r}.")
     return (int(value[0]), int(value[1]))
+
+
+def iter_jsonl_objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(where, object)`` for every non-blank line of a JSONL file; ``where`` is "<file> line <n>".
+
+    Raises:
+        ValueError: a line is not valid JSON or not a JSON object (the message names the file and line).
+    """
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: not valid JSON ({exc.msg}).") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}.")
+            yield where, obj
