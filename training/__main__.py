@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a relation classifier on the recorded maps"),
     "export": ("export", "export a trained run to the final .safetensors classifier with full metadata"),
     "eval": ("evaluate", "evaluate a classifier per relation and step, or score boxes with the GenEval rule"),
+    "toy": ("toy.cli", "the toy world: train its model and classifier from seeds on CPU, and benchmark steering"),
 }
 """Command name -> (module in this package, one-line description)."""
 

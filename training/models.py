@@ -279,6 +279,9 @@ def load_model(
             diffusers' reason).
         ValueError: bad ``--family``, ``--device`` or ``--dtype``.
     """
+    toy = _load_toy_world(model, family, device)
+    if toy is not None:
+        return toy
     path, config_path, class_name = resolve_model_paths(model, config)
     kind = _kind_for_class(class_name, config_path or path)
     torch_device = parse_device(device)
@@ -334,6 +337,34 @@ def load_model(
     return LoadedModel(pipe=pipe, kind=kind, family=fam, name=path.name, device=torch_device, dtype=torch_dtype)
 
 
+def _load_toy_world(model: str, family: str | None, device: str | None) -> LoadedModel | None:
+    """Load a toy-world bundle (a ``.safetensors`` file with toy-world metadata) as an SD pipeline, else None.
+
+    The toy world is always float32 and of family ``toy``.
+
+    Raises:
+        ValueError: ``--family`` names another family.
+    """
+    path = Path(model).expanduser()
+    if not (path.is_file() and path.suffix == ".safetensors"):
+        return None
+    from l2s_core.toy_bundle import BundleError, load_bundle, read_bundle_metadata
+
+    try:
+        read_bundle_metadata(path)
+    except BundleError:
+        return None
+    if family is not None and get_family(family).name != "toy":
+        raise ValueError(f"--family: {path} is a toy-world bundle (family 'toy'), not {family!r}.")
+    from .toy.bundle import load_pipeline
+
+    torch_device = parse_device(device)
+    pipe = load_pipeline(load_bundle(path), torch_device)
+    logger.info("Loaded the toy world %s on %s.", path, torch_device)
+    return LoadedModel(pipe=pipe, kind=SD, family=get_family("toy"), name=path.stem, device=torch_device,
+                       dtype=torch.float32)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Driving the components: VAE, text encoders and denoiser calls per pipeline kind.
 
@@ -375,7 +406,9 @@ class PipelineAdapter:
         self.resolution = int(resolution)
         self.max_sequence_length = int(max_sequence_length)
         self.guidance = float(guidance)
-        vae_scale = 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+        vae_config = self.pipe.vae.config
+        vae_blocks = getattr(vae_config, "block_out_channels", None) or vae_config.encoder_block_out_channels
+        vae_scale = 2 ** (len(vae_blocks) - 1)  # AutoencoderKL and AutoencoderTiny (TAESD) both down-sample 8x
         self.vae_scale = vae_scale
         if self.kind in (SD, SDXL):
             multiple = vae_scale * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1)
@@ -417,8 +450,12 @@ class PipelineAdapter:
         ``generator`` None takes the posterior mean (deterministic); a generator samples the posterior.
         """
         vae = self.pipe.vae
-        dist = vae.encode(image01.to(self.model.device, torch.float32) * 2.0 - 1.0).latent_dist
-        latent = dist.mean if generator is None else dist.sample(generator=generator)
+        encoded = vae.encode(image01.to(self.model.device, torch.float32) * 2.0 - 1.0)
+        if hasattr(encoded, "latent_dist"):
+            dist = encoded.latent_dist
+            latent = dist.mean if generator is None else dist.sample(generator=generator)
+        else:  # AutoencoderTiny (TAESD): a deterministic encoder
+            latent = encoded.latents
         shift, scale = self._vae_shift_scale()
         return ((latent - shift) * scale).float()
 

@@ -246,6 +246,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="JSON list of [general, specific] pairs extending the built-in hypernym table",
     )
     parser.add_argument("--size", type=int, default=64, help="toy: image side in pixels")
+    parser.add_argument("--min-object-frac", type=float, default=0.18, help="toy: smallest object side / image side")
+    parser.add_argument("--max-object-frac", type=float, default=0.32, help="toy: largest object side / image side")
     parser.add_argument(
         "--bias",
         type=float,
@@ -305,10 +307,12 @@ def run(args: argparse.Namespace) -> int:
         if args.image_root is not None:
             raise ValueError("--image-root is not used with --source toy; its images are written to --out/images.")
         kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-        config = ToyWorldConfig(size=args.size, threshold=args.threshold)
+        config = ToyWorldConfig(size=args.size, threshold=args.threshold, min_object_frac=args.min_object_frac,
+                                max_object_frac=args.max_object_frac)
         selection = generate_toy(out_dir, sizes, relations, args.seed, config=config, kinds=kinds, bias=args.bias)
         image_root = out_dir.resolve()
-        summary["toy"] = {"size": args.size, "bias": args.bias, "kinds": [k.lower() for k in kinds]}
+        summary["toy"] = {"size": args.size, "bias": args.bias, "kinds": [k.lower() for k in kinds],
+                          "min_object_frac": args.min_object_frac, "max_object_frac": args.max_object_frac}
     else:
         if not args.annotations:
             raise ValueError(f"--source {args.source} needs --annotations FILE.")

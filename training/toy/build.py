@@ -1,0 +1,343 @@
+"""Train the toy world from seeds on CPU: synthetic scenes -> autoencoder -> latents -> UNet; write the bundle.
+
+Stages (each logs its wall time; the totals go into the bundle metadata):
+
+1. **Scenes**: ``num_images`` scenes of two objects in one of the four relations (:mod:`training.synthetic`), with a
+   co-occurrence bias: with probability ``bias`` the pair is one whose usual arrangement is the drawn relation.
+   The prompt names the pair and the true relation ("a red square to the left of a blue circle"), or the same
+   scene from the other object's side ("a blue circle to the right of a red square").
+2. **Autoencoder** (TAESD layout): trained on random ``crop`` x ``crop`` crops (it is fully convolutional, so crops
+   cost a quarter of full images and it still runs on full images), MSE + L1 to the pixels.
+3. **Latents**: every scene encoded once; the latent scale factor makes their standard deviation 1.
+4. **UNet** (SD1 structure): epsilon prediction on the SD1 noise schedule (scaled-linear betas 0.00085..0.012,
+   1000 steps: ComfyUI's default for SD1 models), 10% of prompts dropped to the empty prompt for classifier-free
+   guidance, AdamW with warm-up and cosine decay, an exponential moving average of the weights is what is saved.
+   The text encoder keeps its seeded initialisation (a frozen random CLIP-L-architecture encoder): prompt embeddings
+   are computed once per distinct prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from l2s_core.relations import SPATIAL_RELATIONS as RELATIONS
+from l2s_core.toy_bundle import save_bundle
+
+from ..synthetic import DEFAULT_KINDS, INVERSE, ToyWorldConfig, render_scene, sample_pair
+from .architecture import (
+    ToyArchitecture,
+    build_autoencoder,
+    build_text_encoder,
+    build_unet,
+    comfy_unet_config,
+    taesd_state_dict,
+    text_encoder_config,
+)
+from .vocabulary import prompt_ids, relation_prompt
+
+logger = logging.getLogger(__name__)
+
+SCHEDULE: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+}
+"""SD1's noise schedule (ComfyUI's ModelSamplingDiscrete default for SD1 models)."""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that decides the bundle (with the seed, the build is reproducible on the same torch build)."""
+
+    seed: int = 0
+    num_images: int = 8000
+    bias: float = 0.85
+    min_object_frac: float = 0.22
+    max_object_frac: float = 0.36
+    kinds: tuple[str, ...] = DEFAULT_KINDS
+    ae_steps: int = 150
+    ae_batch: int = 16
+    ae_crop: int = 32
+    ae_lr: float = 2e-4
+    unet_steps: int = 2500
+    unet_batch: int = 64
+    unet_lr: float = 1e-3
+    prompt_dropout: float = 0.1
+    ema_decay: float = 0.998
+    threads: int | None = None
+
+    def world(self, arch: ToyArchitecture) -> ToyWorldConfig:
+        """The scene drawing settings."""
+        return ToyWorldConfig(size=arch.image_size, min_object_frac=self.min_object_frac,
+                              max_object_frac=self.max_object_frac)
+
+
+@dataclass(frozen=True)
+class Scenes:
+    """Rendered training scenes."""
+
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    prompts: list[str]
+    relations: list[str]
+
+
+def render_scenes(config: BuildConfig, arch: ToyArchitecture) -> Scenes:
+    """Draw ``config.num_images`` biased scenes with their prompts (deterministic in ``config.seed``)."""
+    world = config.world(arch)
+    images = np.zeros((config.num_images, arch.image_size, arch.image_size, 3), dtype=np.uint8)
+    prompts: list[str] = []
+    relations: list[str] = []
+    for i in range(config.num_images):
+        rng = random.Random(f"{config.seed}:scene:{i}")
+        relation = RELATIONS[rng.randrange(len(RELATIONS))]
+        subject, obj = sample_pair(relation, rng, config.kinds, config.bias)
+        scene = render_scene(subject, obj, relation, rng, world)
+        images[i] = np.asarray(scene.image, dtype=np.uint8)
+        if rng.random() < 0.5:
+            prompts.append(relation_prompt(subject, relation, obj))
+            relations.append(relation)
+        else:
+            prompts.append(relation_prompt(obj, INVERSE[relation], subject))
+            relations.append(INVERSE[relation])
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, H, W, 3) -> (N, 3, H, W)
+    return Scenes(images=tensor, prompts=prompts, relations=relations)
+
+
+def _to_signed(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div(127.5).sub(1.0)  # uint8 -> [-1, 1]
+
+
+LATENT_CENTRE = 0.75
+"""Colour value (0..1) coded as latent 0 by :func:`pooling_init_`: about the backgrounds' brightness, so the latents
+start near zero mean (a diffusion model trained on latents with a large mean cannot recover that mean from noise)."""
+
+
+@torch.no_grad()
+def pooling_init_(model: torch.nn.Module) -> None:
+    """Start the autoencoder as "8x8 average pooling of RGB / nearest up-sampling" (a blocky but exact-colour codec).
+
+    Every residual block's last convolution is zeroed, so the block is the identity on the non-negative activations
+    (``relu(0 + x) = x``); the first convolutions copy RGB into channels 0-2; each stride-2 convolution averages
+    2x2 pixels; the last encoder convolution maps a [0, 1] colour c to 2 (c - 0.75); the decoder mirrors it with
+    nearest up-sampling. Training then only has to sharpen edges instead of discovering colour coding from noise,
+    which on a CPU is the difference between minutes and hours.
+    """
+    eye3 = torch.zeros(64, 64, 3, 3)
+    for c in range(64):
+        eye3[c, c, 1, 1] = 1.0
+    pool = torch.zeros(64, 64, 3, 3)
+    for c in range(64):
+        pool[c, c, 1:3, 1:3] = 0.25  # taps at rows/cols 2i, 2i+1 of a stride-2, padding-1 conv
+    for part in (model.encoder.layers, model.decoder.layers):
+        for layer in part:
+            if hasattr(layer, "conv") and hasattr(layer, "skip"):  # residual block
+                last = layer.conv[-1]
+                last.weight.zero_()
+                last.bias.zero_()
+    enc = [m for m in model.encoder.layers if isinstance(m, torch.nn.Conv2d)]
+    enc[0].weight.zero_()
+    enc[0].bias.zero_()
+    for c in range(3):
+        enc[0].weight[c, c, 1, 1] = 1.0
+    for conv in enc[1:-1]:
+        conv.weight.copy_(pool)
+    enc[-1].weight.zero_()
+    enc[-1].bias.fill_(-2.0 * LATENT_CENTRE)
+    for c in range(3):
+        enc[-1].weight[c, c, 1, 1] = 2.0  # [0, 1] -> 2 (c - centre): light backgrounds land near 0
+    enc[-1].bias[3] = 0.0
+    dec = [m for m in model.decoder.layers if isinstance(m, torch.nn.Conv2d)]
+    dec[0].weight.zero_()
+    dec[0].bias.zero_()
+    for c in range(3):
+        dec[0].weight[c, c, 1, 1] = 0.5
+        dec[0].bias[c] = LATENT_CENTRE  # 2 (c - centre) -> c
+    for conv in dec[1:-1]:
+        conv.weight.copy_(eye3)
+    dec[-1].weight.zero_()
+    dec[-1].bias.zero_()
+    for c in range(3):
+        dec[-1].weight[c, c, 1, 1] = 1.0
+
+
+def train_autoencoder(images: torch.Tensor, config: BuildConfig) -> torch.nn.Module:
+    """Train the TAESD-layout autoencoder on random crops, from :func:`pooling_init_`; returns it in eval mode."""
+    torch.manual_seed(config.seed + 1)
+    model = build_autoencoder()
+    pooling_init_(model)
+    gen = torch.Generator().manual_seed(config.seed + 2)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.ae_lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, config.ae_steps))
+    n, _, size, _ = images.shape
+    crop = min(config.ae_crop, size)
+    start = time.perf_counter()
+    for step in range(config.ae_steps):
+        index = torch.randint(0, n, (config.ae_batch,), generator=gen)
+        oy, ox = (int(v) for v in torch.randint(0, size - crop + 1, (2,), generator=gen))
+        x = _to_signed(images[index, :, oy:oy + crop, ox:ox + crop])  # (B, 3, crop, crop)
+        recon = model.decode(model.encode(x).latents).sample
+        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 50 == 0 or step == config.ae_steps - 1:
+            logger.info("autoencoder step %d/%d loss %.4f (%.0f s)", step + 1, config.ae_steps, float(loss),
+                        time.perf_counter() - start)
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def encode_latents(model: torch.nn.Module, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Raw autoencoder latents of all images, ``(N, 4, S/8, S/8)``."""
+    out = [model.encode(_to_signed(images[i:i + batch])).latents for i in range(0, images.shape[0], batch)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def reconstruction_error(model: torch.nn.Module, images: torch.Tensor) -> float:
+    """Mean absolute pixel error (0..255 scale) of encode+decode on ``images``."""
+    x = _to_signed(images)
+    recon = model.decode(model.encode(x).latents).sample.clamp(-1, 1)
+    return float((recon - x).abs().mean() * 127.5)
+
+
+@torch.no_grad()
+def embed_prompts(text_encoder: torch.nn.Module, prompts: Sequence[str]) -> torch.Tensor:
+    """Last hidden states ``(P, 77, D)`` of the prompts (CLIP ids of ComfyUI's tokenizer)."""
+    ids = torch.tensor([prompt_ids(p) if p else prompt_ids("") for p in prompts], dtype=torch.long)  # (P, 77)
+    return text_encoder(ids).last_hidden_state.float()
+
+
+def alphas_cumprod(schedule: dict[str, Any]) -> torch.Tensor:
+    """``alpha_bar_t`` for t = 0..T-1 of the scaled-linear schedule."""
+    betas = torch.linspace(schedule["beta_start"] ** 0.5, schedule["beta_end"] ** 0.5,
+                           schedule["num_train_timesteps"], dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).float()
+
+
+def train_unet(latents: torch.Tensor, prompt_index: torch.Tensor, embeddings: torch.Tensor, empty_index: int,
+               arch: ToyArchitecture, config: BuildConfig) -> torch.nn.Module:
+    """Train the UNet (epsilon prediction) on scaled latents; returns the EMA weights in eval mode."""
+    torch.manual_seed(config.seed + 3)
+    model = build_unet(arch)
+    ema = build_unet(arch)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    abar = alphas_cumprod(SCHEDULE)
+    gen = torch.Generator().manual_seed(config.seed + 4)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.unet_lr, weight_decay=0.01)
+    warmup = max(1, config.unet_steps // 30)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, config.unet_steps - warmup)
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_at)
+    n = latents.shape[0]
+    start = time.perf_counter()
+    running = 0.0
+    for step in range(config.unet_steps):
+        index = torch.randint(0, n, (config.unet_batch,), generator=gen)
+        x0 = latents[index]  # (B, 4, h, w)
+        which = prompt_index[index].clone()
+        drop = torch.rand(config.unet_batch, generator=gen) < config.prompt_dropout
+        which[drop] = empty_index
+        context = embeddings[which]  # (B, 77, D)
+        t = torch.randint(0, abar.shape[0], (config.unet_batch,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = abar[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        pred = model(noisy, t, encoder_hidden_states=context).sample
+        loss = F.mse_loss(pred, noise)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        with torch.no_grad():
+            decay = min(config.ema_decay, (1 + step) / (10 + step))
+            for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+                e.mul_(decay).add_(p, alpha=1 - decay)
+        running = 0.98 * running + 0.02 * float(loss) if step else float(loss)
+        if step % 100 == 0 or step == config.unet_steps - 1:
+            logger.info("unet step %d/%d loss %.4f (%.0f s)", step + 1, config.unet_steps, running,
+                        time.perf_counter() - start)
+    return ema.eval()
+
+
+def build_toy_world(out: Path, config: BuildConfig, arch: ToyArchitecture | None = None) -> dict[str, Any]:
+    """Run all stages and write the bundle to ``out``. Returns the metadata written."""
+    arch = arch or ToyArchitecture()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    scenes = render_scenes(config, arch)
+    timings["scenes_s"] = time.perf_counter() - t0
+    logger.info("rendered %d scenes in %.1f s", len(scenes.prompts), timings["scenes_s"])
+
+    t0 = time.perf_counter()
+    autoencoder = train_autoencoder(scenes.images, config)
+    timings["autoencoder_s"] = time.perf_counter() - t0
+    recon = reconstruction_error(autoencoder, scenes.images[:64])
+    logger.info("autoencoder: mean abs reconstruction error %.2f / 255", recon)
+
+    t0 = time.perf_counter()
+    raw = encode_latents(autoencoder, scenes.images)
+    scale = float(1.0 / raw.std())
+    latents = raw * scale
+    timings["latents_s"] = time.perf_counter() - t0
+    logger.info("latents %s, scale factor %.4f", tuple(latents.shape), scale)
+
+    torch.manual_seed(config.seed + 5)
+    text_encoder = build_text_encoder(arch).eval()
+    distinct = sorted(set(scenes.prompts))
+    embeddings = embed_prompts(text_encoder, [*distinct, ""])  # (P + 1, 77, D); last row: the empty prompt
+    lookup = {p: i for i, p in enumerate(distinct)}
+    prompt_index = torch.tensor([lookup[p] for p in scenes.prompts], dtype=torch.long)
+
+    t0 = time.perf_counter()
+    unet = train_unet(latents, prompt_index, embeddings, len(distinct), arch, config)
+    timings["unet_s"] = time.perf_counter() - t0
+
+    meta = {
+        "architecture": arch.to_dict(),
+        "comfy_unet_config": comfy_unet_config(arch),
+        "text_encoder_config": text_encoder_config(arch),
+        "latent_scale_factor": scale,
+        "schedule": dict(SCHEDULE),
+        "world": {
+            "kinds": list(config.kinds),
+            "image_size": arch.image_size,
+            "min_object_frac": config.min_object_frac,
+            "max_object_frac": config.max_object_frac,
+            "bias": config.bias,
+            "relations": list(RELATIONS),
+        },
+        "training": {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+                     "timings": timings, "reconstruction_mae": recon, "torch": torch.__version__},
+    }
+    parts = {
+        "vae": taesd_state_dict(autoencoder),
+        "unet": unet.state_dict(),
+        "text_encoder": {k: v for k, v in text_encoder.state_dict().items() if "position_ids" not in k},
+    }
+    save_bundle(out, parts, meta)
+    logger.info("toy world built in %.0f s: %s", sum(timings.values()), timings)
+    return meta

@@ -1,0 +1,173 @@
+"""``python -m training toy model|classifier|bench``: build the toy world, train its classifier, benchmark it.
+
+* ``model``: train the toy text-to-image model from seeds on CPU (:mod:`training.toy.build`) and write the bundle.
+* ``classifier``: train the relation classifier on the toy model with the real pipeline: ``triplets --source toy``
+  (ground-truth scenes of the same world) -> ``invert`` (dual inversion) -> ``train`` -> ``export``.
+* ``bench``: the benchmark table (:mod:`training.toy.benchmark`): plain sampling, steering with the classifier,
+  steering with an ablation classifier trained without the wrong-relation samples, and steering at smaller compute
+  budgets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WORLD = Path("toy_world/toy_world.safetensors")
+DEFAULT_CLASSIFIER = Path("toy_world/toy_relation_classifier.safetensors")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sub-commands and their options."""
+    sub = parser.add_subparsers(dest="toy_command", metavar="toy_command", required=True)
+
+    model = sub.add_parser("model", help="train the toy text-to-image model from seeds and write the bundle")
+    model.add_argument("--out", type=Path, default=DEFAULT_WORLD, help=f"bundle to write (default {DEFAULT_WORLD})")
+    model.add_argument("--seed", type=int, default=0)
+    model.add_argument("--images", type=int, default=None, help="training scenes (default 8000)")
+    model.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps (default 150)")
+    model.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default 2500)")
+    model.add_argument("--bias", type=float, default=None, help="co-occurrence bias of the scenes (default 0.85)")
+    model.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+    clf = sub.add_parser("classifier", help="train the relation classifier on a toy world (triplets -> invert -> "
+                         "train -> export)")
+    clf.add_argument("--world", type=Path, default=DEFAULT_WORLD)
+    clf.add_argument("--work", type=Path, required=True, help="working folder for triplets, maps and the run")
+    clf.add_argument("--out", type=Path, default=DEFAULT_CLASSIFIER)
+    clf.add_argument("--per-relation", type=int, default=150, help="training scenes per relation (default 150)")
+    clf.add_argument("--steps", type=int, default=20, help="sampling steps of the inversion (default 20)")
+    clf.add_argument("--epochs", type=int, default=60)
+    clf.add_argument("--seed", type=int, default=1)
+    clf.add_argument("--no-negatives", action="store_true", help="ablation: no wrong-relation samples")
+    clf.add_argument("--psnr-threshold", type=float, default=None,
+                     help="drop inversions below this PSNR (default: invert's, 19.5 dB for UNets)")
+    clf.add_argument("--threads", type=int, default=None)
+
+    bench = sub.add_parser("bench", help="benchmark plain vs steered sampling on a fixed prompt x seed grid")
+    bench.add_argument("--world", type=Path, default=DEFAULT_WORLD)
+    bench.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
+    bench.add_argument("--ablation-classifier", type=Path, default=None,
+                       help="classifier trained with --no-negatives, for the ablation row")
+    bench.add_argument("--pairs", type=int, default=12, help="ordered object pairs (x 4 relations) (default 12)")
+    bench.add_argument("--seeds", type=int, default=4, help="seeds per prompt (default 4)")
+    bench.add_argument("--first-seed", type=int, default=1000)
+    bench.add_argument("--steps", type=int, default=20)
+    bench.add_argument("--cfg", type=float, default=5.0)
+    bench.add_argument("--budgets", default="official,early,short",
+                       help="comma list of steering rows: official, early (stop at p>=0.9), short (3 steps)")
+    bench.add_argument("--out", type=Path, default=Path("benchmarks/results/toy_world"))
+    bench.add_argument("--save-images", action="store_true")
+    bench.add_argument("--threads", type=int, default=None)
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .build import BuildConfig, build_toy_world
+
+    config = BuildConfig(seed=args.seed, threads=args.threads)
+    for field, value in (("num_images", args.images), ("ae_steps", args.ae_steps), ("unet_steps", args.unet_steps),
+                         ("bias", args.bias)):
+        if value is not None:
+            config = replace(config, **{field: value})
+    start = time.perf_counter()
+    build_toy_world(args.out, config)
+    logger.info("toy model written to %s in %.0f s", args.out, time.perf_counter() - start)
+    return 0
+
+
+def _run_classifier(args: argparse.Namespace) -> int:
+    from l2s_core.toy_bundle import read_bundle_metadata
+
+    from ..__main__ import main as training_main
+
+    world = read_bundle_metadata(args.world)["world"]
+    work: Path = args.work
+    triplets, maps, run = work / "triplets", work / "maps", work / "run"
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    negatives = ["--no-negatives"] if args.no_negatives else []
+    psnr = [] if args.psnr_threshold is None else ["--psnr-threshold", str(args.psnr_threshold)]
+    commands = [
+        ["triplets", "--source", "toy", "--out", str(triplets), "--overwrite", "--per-relation",
+         str(args.per_relation), "--seed", str(args.seed), "--size", str(world["image_size"]),
+         "--min-object-frac", str(world["min_object_frac"]), "--max-object-frac", str(world["max_object_frac"]),
+         "--bias", str(world["bias"]), "--kinds", ",".join(world["kinds"])],
+        ["invert", "--triplets", str(triplets), "--out", str(maps), "--model", str(args.world), "--family", "toy",
+         "--steps", str(args.steps), "--resolution", str(world["image_size"]), "--seed", str(args.seed),
+         "--device", "cpu", *threads, *negatives, *psnr],
+        ["train", str(maps), str(run), "--epochs", str(args.epochs), "--input-scale", "256", "--lr", "1e-3",
+         "--device", "cpu", "--seed", str(args.seed), *negatives],
+        ["export", str(run), str(args.out), "--family", "toy"],
+    ]
+    for argv in commands:
+        start = time.perf_counter()
+        logger.info("python -m training %s", " ".join(argv))
+        status = training_main(argv)
+        if status != 0:
+            logger.error("`python -m training %s` failed with status %d", argv[0], status)
+            return status
+        logger.info("%s took %.0f s", argv[0], time.perf_counter() - start)
+    return 0
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from l2s_core.checkpoint import load_classifier
+    from l2s_core.presets import preset_for_family
+    from l2s_core.steps import default_last_steered_step
+
+    from .benchmark import Condition, format_table, prompt_grid, run_benchmark
+    from .sampling import SteerSettings, ToySampler
+
+    _threads(args.threads)
+    sampler = ToySampler(args.world)
+    classifier = load_classifier(args.classifier)
+    preset = preset_for_family(classifier.family)
+    official = SteerSettings(last_step=default_last_steered_step(args.steps, preset.last_step, preset.num_steps),
+                             step_size=preset.step_size, iterations=preset.iterations,
+                             loss_thresholds=preset.loss_thresholds)
+    budgets = {
+        "official": ("steered: official schedule", official),
+        "early": ("steered: early stop p>=0.9", SteerSettings(**{**official.__dict__, "early_stop_probability": 0.9})),
+        "short": ("steered: first 3 steps only", SteerSettings(**{**official.__dict__,
+                                                                  "last_step": min(3, official.last_step)})),
+    }
+    conditions = [Condition("plain")]
+    wanted = [b.strip() for b in args.budgets.split(",") if b.strip()]
+    unknown = [b for b in wanted if b not in budgets]
+    if unknown:
+        raise ValueError(f"--budgets: unknown {unknown}; choose from {', '.join(budgets)}.")
+    if "official" in wanted:
+        conditions.append(Condition(budgets["official"][0], classifier, official))
+    if args.ablation_classifier is not None:
+        conditions.append(Condition("steered: classifier without negatives (official schedule)",
+                                    load_classifier(args.ablation_classifier), official))
+    conditions += [Condition(budgets[b][0], classifier, budgets[b][1]) for b in wanted if b != "official"]
+    kinds = sampler.bundle.meta["world"]["kinds"]
+    grid = prompt_grid(kinds, args.pairs)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    rows = run_benchmark(sampler, conditions, grid, seeds, steps=args.steps, cfg=args.cfg, out=args.out,
+                         save_images=args.save_images)
+    print(format_table(rows))  # noqa: T201 - the command's result
+    logger.info("table written to %s", args.out / "table.md")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch the toy sub-command."""
+    if args.toy_command == "model":
+        return _run_model(args)
+    if args.toy_command == "classifier":
+        return _run_classifier(args)
+    return _run_bench(args)

@@ -1,0 +1,174 @@
+"""Plain and steered sampling of the toy world in diffusers, with the pack's core doing the steering.
+
+This is the benchmark's generator: DDIM (eta 0) with classifier-free guidance, and, when steering, the same
+:func:`l2s_core.optimize.refine_latent` the ComfyUI nodes call, fed by :class:`training.recorder.AttentionRecorder`
+maps (the recorder and the nodes' capture agree to 1e-7, ``tests/test_maps_consistency.py``). The latent that is
+refined is the variance-preserving DDIM latent, as in the nodes (which rescale ComfyUI's sigma-space latent to it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from l2s_core.checkpoint import LoadedClassifier
+from l2s_core.layout import check_channel_count, classifier_input
+from l2s_core.optimize import refine_latent
+from l2s_core.steps import classifier_step_index
+from l2s_core.toy_bundle import load_bundle
+
+from ..recorder import AttentionRecorder, RecordTarget
+from .bundle import load_pipeline
+from .vocabulary import prompt_ids, words_of
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SteerSettings:
+    """How to steer: steps ``0 .. last_step - 1``, ``iterations`` passes each (official rule: per-step CE thresholds).
+
+    Attributes:
+        last_step: Exclusive end of the steered steps.
+        step_size: Gradient step on the latent.
+        iterations: Maximum forward+backward passes per steered step.
+        loss_thresholds: Per-step CE early-exit thresholds (step i uses entry i, later steps the last).
+        early_stop_probability: Optional target-probability stop.
+    """
+
+    last_step: int
+    step_size: float
+    iterations: int
+    loss_thresholds: tuple[float, ...] = (1e-5, 3e-5, 5e-5, 7e-5)
+    early_stop_probability: float | None = None
+
+    def threshold_for(self, step: int) -> float:
+        """The CE threshold of ``step``."""
+        return self.loss_thresholds[min(step, len(self.loss_thresholds) - 1)]
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Generated images and what they cost.
+
+    Attributes:
+        images: ``(B, H, W, 3)`` uint8.
+        seconds: Wall time of the whole batch (encode, sampling, steering, decode).
+        steering_passes: Forward+backward passes spent on steering, per sample.
+    """
+
+    images: np.ndarray
+    seconds: float
+    steering_passes: tuple[int, ...]
+
+
+def phrase_positions(prompt: str, phrase: str) -> tuple[int, ...]:
+    """Token positions (start token = 0) of the first occurrence of ``phrase`` in a toy prompt (one token per word).
+
+    Raises:
+        ValueError: the phrase does not occur in the prompt.
+    """
+    words, target = words_of(prompt), words_of(phrase)
+    for start in range(len(words) - len(target) + 1):
+        if words[start:start + len(target)] == target:
+            return tuple(range(1 + start, 1 + start + len(target)))
+    raise ValueError(f"{phrase!r} does not occur in the prompt {prompt!r}.")
+
+
+class ToySampler:
+    """The toy world in diffusers (CPU by default), ready for plain and steered sampling."""
+
+    def __init__(self, bundle_path: Path, device: str = "cpu") -> None:
+        self.bundle = load_bundle(bundle_path)
+        self.device = torch.device(device)
+        self.pipe = load_pipeline(self.bundle, self.device)
+        self.unet = self.pipe.unet
+        self.scale = self.bundle.scale_factor
+        self.recorder = AttentionRecorder(self.unet, "sd")
+        self.latent_size = int(self.bundle.meta["architecture"]["image_size"]) // 8
+        self.uncond = self.embed("")
+
+    @torch.no_grad()
+    def embed(self, prompt: str) -> torch.Tensor:
+        """Text encoder output ``(1, 77, D)`` for ComfyUI's token ids of ``prompt``."""
+        ids = torch.tensor([prompt_ids(prompt)], dtype=torch.long, device=self.device)  # (1, 77)
+        return self.pipe.text_encoder(ids).last_hidden_state.float()
+
+    def _scheduler(self, steps: int):  # -> DDIMScheduler
+        scheduler = self.pipe.scheduler.__class__.from_config(self.pipe.scheduler.config)
+        scheduler.set_timesteps(steps, device=self.device)
+        return scheduler
+
+    def noise(self, seeds: Sequence[int]) -> torch.Tensor:
+        """Initial latents ``(B, 4, h, w)``, one generator per seed (a seed gives the same noise in any batch)."""
+        shape = (1, 4, self.latent_size, self.latent_size)
+        return torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]).to(
+            self.device)
+
+    def _eps(self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, cfg: float) -> torch.Tensor:
+        batch = z.shape[0]
+        context = torch.cat([self.uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)])  # (2B, 77, D)
+        out = self.unet(torch.cat([z, z]), t, encoder_hidden_states=context).sample  # (2B, 4, h, w)
+        uncond, text = out.chunk(2)
+        return uncond + cfg * (text - uncond)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> np.ndarray:
+        """Scaled latents -> ``(B, H, W, 3)`` uint8 images."""
+        image = self.pipe.vae.decode(z / self.scale).sample  # (B, 3, H, W) in [-1, 1]
+        image = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return image.permute(0, 2, 3, 1).cpu().numpy()  # (B, 3, H, W) -> (B, H, W, 3)
+
+    def sample(self, prompt: str, seeds: Sequence[int], *, steps: int = 20, cfg: float = 5.0,
+               subject: str | None = None, relation: str | None = None, obj: str | None = None,
+               classifier: LoadedClassifier | None = None, steer: SteerSettings | None = None) -> Samples:
+        """Generate one image per seed; steer toward "<subject> <relation> <obj>" when ``steer`` is given."""
+        start = time.perf_counter()
+        cond = self.embed(prompt)
+        z = self.noise(seeds)
+        scheduler = self._scheduler(steps)
+        passes = [0] * len(seeds)
+        for i, t in enumerate(scheduler.timesteps):
+            if steer is not None and i < steer.last_step:
+                if classifier is None or subject is None or relation is None or obj is None:
+                    raise ValueError("Steered sampling needs the classifier, subject, relation and object.")
+                z, used = self._refine(z, t, i, steps, cond, prompt, subject, relation, obj, classifier, steer)
+                passes = [p + u for p, u in zip(passes, used, strict=True)]
+            with torch.no_grad():
+                eps = self._eps(z, t, cond, cfg)
+                z = scheduler.step(eps, t, z).prev_sample
+        images = self.decode(z)
+        return Samples(images=images, seconds=time.perf_counter() - start, steering_passes=tuple(passes))
+
+    def _refine(self, z: torch.Tensor, t: torch.Tensor, step: int, steps: int, cond: torch.Tensor, prompt: str,
+                subject: str, relation: str, obj: str, classifier: LoadedClassifier,
+                steer: SteerSettings) -> tuple[torch.Tensor, list[int]]:
+        target = RecordTarget(phrase_positions(prompt, subject), phrase_positions(prompt, obj), 77,
+                              latent_size=(self.latent_size, self.latent_size))
+        batch = z.shape[0]
+        context = cond.expand(batch, -1, -1)
+
+        def maps_fn(z_leaf: torch.Tensor, triplet: int) -> torch.Tensor:
+            with self.recorder.installed(), self.recorder.recording(target):
+                self.unet(z_leaf, t, encoder_hidden_states=context)
+                subject_layers, object_layers = self.recorder.layers()
+            maps = classifier_input(subject_layers, object_layers, "unet", classifier.map_size)  # (B, 2, C, S, S)
+            check_channel_count(classifier.channels, maps.shape[2], expected_family=classifier.family)
+            return maps
+
+        targets = [torch.full((batch,), classifier.relation_index(relation), dtype=torch.long)]
+        class_step = classifier_step_index(step, steps, classifier.trained_steps, classifier.trained_num_steps)
+        result = refine_latent(z, maps_fn, classifier.model, targets, step_index=class_step,
+                               step_size=steer.step_size, iterations=steer.iterations,
+                               loss_threshold=steer.threshold_for(step),
+                               early_stop_probability=steer.early_stop_probability)
+        # A sample costs a forward+backward at every iteration where it was evaluated (its loss is not NaN).
+        used = [sum(1 for r in result.records if not math.isnan(r.losses[b])) for b in range(batch)]
+        return result.latent.to(z.dtype), used
