@@ -7,7 +7,7 @@ from comfy_api.latest import io, ui
 
 from ..l2s_core.checkpoint import LoadedClassifier, load_classifier
 from ..l2s_core.families import FAMILIES
-from .paths import CLASSIFIER_FOLDER
+from .paths import CLASSIFIER_FOLDER, classifier_file_names
 from .types import CATEGORY, RelationClassifierType
 
 AUTO = "auto"
@@ -34,9 +34,9 @@ class LoadRelationClassifier(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "classifier_name",
-                    options=folder_paths.get_filename_list(CLASSIFIER_FOLDER),
+                    options=classifier_file_names(),
                     tooltip="A file in models/l2s_classifiers (or a folder registered as l2s_classifiers in "
-                    "extra_model_paths.yaml).",
+                    "extra_model_paths.yaml), or the toy world's classifier shipped in the pack's toy_world/ folder.",
                 ),
                 io.Combo.Input(
                     "family",

@@ -63,6 +63,7 @@ VIRTUAL_NODES = frozenset({"Note", "MarkdownNote"})  # frontend-only: never in A
 FILE_INPUTS = frozenset({
     ("CheckpointLoaderSimple", "ckpt_name"), ("UNETLoader", "unet_name"), ("DualCLIPLoader", "clip_name1"),
     ("DualCLIPLoader", "clip_name2"), ("VAELoader", "vae_name"), ("L2S_LoadRelationClassifier", "classifier_name"),
+    ("L2S_LoadToyWorld", "world"),
 })
 KEPT_OPTIONS = ("default", "min", "max", "step", "options", "multiline", "control_after_generate", "forceInput")
 
@@ -177,6 +178,18 @@ class Node:
     text: str | None = None  # notes only
 
 
+class Scene(NamedTuple):
+    """The relation a thumbnail pictures: the left and right object (label, RGB fill, shape) and a caption."""
+
+    left: tuple[str, tuple[int, int, int], str]
+    right: tuple[str, tuple[int, int, int], str]
+    caption: str
+
+
+# the default prompt: teddy bear (object, blue) on the left, dog (subject, red) on the right
+DOG_TEDDY = Scene(("teddy", (40, 80, 170), "box"), ("dog", (200, 70, 40), "box"), "dog to the right of teddy bear")
+
+
 @dataclass
 class Workflow:
     """One example workflow and what its thumbnail shows."""
@@ -187,6 +200,7 @@ class Workflow:
     settings: str
     chain: tuple[str, ...]
     nodes: list[Node] = field(default_factory=list)
+    scene: Scene = DOG_TEDDY
 
     def add(self, class_type: str, pos: tuple[float, float], inputs: dict[str, Any] | None = None, *,
             title: str | None = None, size: tuple[float, float] | None = None,
@@ -699,10 +713,93 @@ def workflow_sampler_custom() -> Workflow:
     return w
 
 
+TOY_WORLD_FILE = "toy_world.safetensors"
+TOY_CLASSIFIER_FILE = "toy_relation_classifier.safetensors"
+TOY_PROMPT = "a red square to the left of a blue circle"
+TOY_SIDE = 64
+TOY_SAMPLING: dict[str, Any] = {"seed": SEED, "steps": 20, "cfg": 5.0, "sampler_name": "ddim",
+                                "scheduler": "ddim_uniform", "denoise": 1.0}
+"""The toy example's sampler settings, shared by its KSampler and its Learned Spatial Steer."""
+TOY_STEERING: dict[str, Any] = {"last_steered_step": -1, "step_size": 0.0, "iterations": 0,
+                                "early_stop_probability": 0.0}
+"""The toy example's steering widgets (-1 / 0 = the preset of the classifier's family): tune them here."""
+
+
+def workflow_toy_world() -> Workflow:
+    """The shipped toy world: one seed through the stock KSampler and through Learned Spatial Steer, side by side."""
+    w = Workflow("l2s_toy_world", "Learn-to-Steer: toy world", "Toy world (shipped, CPU)",
+                 f"{TOY_SIDE}x{TOY_SIDE} | {TOY_SAMPLING['steps']} steps | CFG {TOY_SAMPLING['cfg']} | DDIM",
+                 ("Load Toy World + Spatial Prompt Encode", "KSampler | Learned Spatial Steer", "VAE Decode x2",
+                  "Image Stitch", "Save Image + Attention Preview"),
+                 scene=Scene(("square", (200, 50, 50), "square"), ("circle", (40, 80, 200), "circle"),
+                             "red square to the left of blue circle"))
+    world = w.add("L2S_LoadToyWorld", (0, 0), {"world": TOY_WORLD_FILE}, size=(340, 98))
+    clf = w.add("L2S_LoadRelationClassifier", (0, 150), {"classifier_name": TOY_CLASSIFIER_FILE, "family": "auto"},
+                size=(340, 82), colour=STEER_COLOUR)
+    latent = w.add("EmptyLatentImage", (0, 290), {"width": TOY_SIDE, "height": TOY_SIDE, "batch_size": 1},
+                   size=(340, 106))
+    pos = w.add("L2S_SpatialPromptEncode", (400, 0), {"clip": Out(world, 1), "text": TOY_PROMPT},
+                title="Spatial Prompt Encode (positive)", size=(420, 300), colour=POSITIVE_COLOUR)
+    neg = w.add("CLIPTextEncode", (400, 350), {"clip": Out(world, 1), "text": ""},
+                title="CLIP Text Encode (negative)", size=(420, 150), colour=NEGATIVE_COLOUR)
+    conditioning = {"model": Out(world, 0), "positive": Out(pos, 0), "negative": Out(neg, 0),
+                    "latent_image": Out(latent, 0)}
+    plain = w.add("KSampler", (880, 0), {**conditioning, **TOY_SAMPLING}, title="KSampler (steering off)",
+                  size=(340, 262))
+    steer = w.add("L2S_LearnedSpatialSteer", (880, 320),
+                  {**conditioning, "classifier": Out(clf, 0), **TOY_SAMPLING, **TOY_STEERING},
+                  title="Learned Spatial Steer (steering on)", size=(340, 470), colour=STEER_COLOUR)
+    decode_plain = w.add("VAEDecode", (1280, 0), {"samples": Out(plain, 0), "vae": Out(world, 2)},
+                         title="VAE Decode (off)", size=(220, 46))
+    decode_steer = w.add("VAEDecode", (1280, 320), {"samples": Out(steer, 0), "vae": Out(world, 2)},
+                         title="VAE Decode (on)", size=(220, 46))
+    stitch = w.add("ImageStitch", (1280, 90), {"image1": Out(decode_plain, 0), "image2": Out(decode_steer, 0),
+                                               "direction": "right", "match_image_size": True, "spacing_width": 4,
+                                               "spacing_color": "white"}, size=(260, 150))
+    w.add("SaveImage", (1580, 0), {"images": Out(stitch, 0), "filename_prefix": "l2s_toy_world"},
+          title="Save Image (unsteered | steered)", size=(420, 300))
+    w.add("SaveImage", (1580, 350), {"images": Out(decode_plain, 0), "filename_prefix": "l2s_toy_unsteered"},
+          title="Save Image (unsteered)", size=(260, 260))
+    w.add("SaveImage", (1880, 350), {"images": Out(decode_steer, 0), "filename_prefix": "l2s_toy_steered"},
+          title="Save Image (steered)", size=(260, 260))
+    w.add("L2S_AttentionPreview", (2040, 0), {"trace": Out(steer, 1), "image": Out(decode_steer, 0),
+                                              "steps": "first and last steered step"}, size=(780, 760))
+    w.note("\n".join([
+        "## Learn-to-Steer: toy world",
+        "",
+        "A tiny text-to-image world that ships with the pack and runs on a CPU in seconds: scenes of two coloured "
+        "shapes, 64x64 pixels. The same prompt, conditioning and seed go through the stock KSampler (left image) and "
+        "through Learned Spatial Steer (right image); Image Stitch puts them side by side.",
+        "",
+        "**Files** (shipped in the pack's `toy_world/` folder, nothing to download)",
+        "",
+        f"- `{TOY_WORLD_FILE}`: the model, text encoder and autoencoder (Load Toy World; your own builds go into "
+        "`models/l2s_toy_worlds/`)",
+        f"- `{TOY_CLASSIFIER_FILE}`: its relation classifier (Load Relation Classifier; your own go into "
+        "`models/l2s_classifiers/`)",
+        "",
+        "**Prompts**",
+        "",
+        f"- Like \"{TOY_PROMPT}\": two of *red square*, *green triangle*, *blue circle*, *yellow star*, *purple "
+        "cross*, *orange diamond* and one of *above*, *below*, *to the left of*, *to the right of*.",
+        "- The world was trained with a bias (most pairs usually appear in one arrangement), so for some prompts the "
+        "unsteered image follows the habit rather than the words; steering pushes toward the relation the prompt "
+        "names.",
+        "",
+        "**Settings**",
+        "",
+        f"- {TOY_SIDE}x{TOY_SIDE} (the size the world was trained at), {TOY_SAMPLING['steps']} steps, CFG "
+        f"{TOY_SAMPLING['cfg']}, `ddim` + `ddim_uniform`, seed {SEED} in both samplers (keep them equal when you "
+        "change it).",
+        "- " + STEER_DEFAULTS,
+    ]) + "\n", (-480, 0), (440, 760))
+    return w
+
+
 def build_workflows() -> list[Workflow]:
     """Every example workflow, in the order the README lists them."""
     return [workflow_sd15(), workflow_sd21(), workflow_sdxl(), workflow_sd3(), workflow_flux_schnell(),
-            workflow_flux_dev(), workflow_compare_on_off(), workflow_sampler_custom()]
+            workflow_flux_dev(), workflow_compare_on_off(), workflow_sampler_custom(), workflow_toy_world()]
 
 
 def used_classes(workflows: Iterable[Workflow]) -> set[str]:
@@ -738,12 +835,15 @@ def draw_thumbnail(workflow: Workflow, path: Path) -> None:
     draw.text((20, 50), title, font=_font(size), fill=(240, 240, 240), anchor="lm")
     draw.text((20, 70), workflow.model, font=_font(15), fill=(200, 200, 200))
     draw.text((20, 90), workflow.settings, font=_font(13), fill=(160, 160, 160))
-    # the relation: teddy bear (object, blue) on the left, dog (subject, red) on the right
-    draw.rounded_rectangle([340, 22, 410, 92], radius=8, fill=(40, 80, 170))
-    draw.rounded_rectangle([422, 22, 492, 92], radius=8, fill=(200, 70, 40))
-    draw.text((375, 57), "teddy", font=_font(13), fill=(255, 255, 255), anchor="mm")
-    draw.text((457, 57), "dog", font=_font(13), fill=(255, 255, 255), anchor="mm")
-    draw.text((416, 104), "dog to the right of teddy bear", font=_font(11), fill=(170, 170, 170), anchor="mm")
+    # the relation the prompt asks for: two objects side by side and a caption
+    for (label, fill, shape), x0 in ((workflow.scene.left, 340), (workflow.scene.right, 422)):
+        box = [x0, 22, x0 + 70, 92]
+        if shape == "circle":
+            draw.ellipse(box, fill=fill)
+        else:
+            draw.rounded_rectangle(box, radius=0 if shape == "square" else 8, fill=fill)
+        draw.text((x0 + 35, 57), label, font=_font(13), fill=(255, 255, 255), anchor="mm")
+    draw.text((416, 104), workflow.scene.caption, font=_font(11), fill=(170, 170, 170), anchor="mm")
     # the node chain, one box per step, top to bottom
     if len(workflow.chain) > 5:
         raise ValueError(f"{workflow.name}: a thumbnail shows at most 5 chain steps, got {len(workflow.chain)}")

@@ -4,7 +4,9 @@ Without ComfyUI: every UI graph parses and its links agree with its nodes, conve
 committed /object_info snapshot) to exactly its API twin, matches what scripts/build_example_workflows.py generates,
 has a JPEG thumbnail, and carries the settings each example promises. With ComfyUI (``comfyui`` marker): every node
 class and input exists in the live /object_info, the UI graphs regenerate identically from it, ComfyUI lists exactly
-the UI graphs as templates, and every API workflow executes with tiny random models and a random classifier.
+the UI graphs as templates, and every API workflow executes: the full-size model examples with tiny random models
+and a random classifier, the toy-world example as it is, with the shipped toy world and classifier (or, until the
+pack ships them, stand-ins: see tests/toy_world_files.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import copy
 import glob
 import importlib.util
 import json
+import shutil
 import sys
 import urllib.request
 from pathlib import Path
@@ -29,8 +32,11 @@ API_DIR = EXAMPLES / "api"
 GENERATOR = REPO_ROOT / "scripts" / "build_example_workflows.py"
 
 PROMPT = "a photo of a dog to the right of a teddy bear"
-NAMES = ("l2s_sd15", "l2s_sd21", "l2s_sdxl", "l2s_sd3", "l2s_flux_schnell", "l2s_flux_dev", "l2s_compare_on_off",
-         "l2s_sampler_custom")
+MODEL_NAMES = ("l2s_sd15", "l2s_sd21", "l2s_sdxl", "l2s_sd3", "l2s_flux_schnell", "l2s_flux_dev", "l2s_compare_on_off",
+               "l2s_sampler_custom")
+"""The examples for full-size models (run here on tiny random stand-ins)."""
+TOY = "l2s_toy_world"
+NAMES = (*MODEL_NAMES, TOY)
 # workflow -> tiny-model family of tests/comfy_test_pack
 TINY_FAMILY = {"l2s_sd15": "sd1", "l2s_sd21": "sd2", "l2s_sdxl": "sdxl", "l2s_sd3": "sd3", "l2s_flux_schnell": "flux",
                "l2s_flux_dev": "flux", "l2s_compare_on_off": "sd2", "l2s_sampler_custom": "flux"}
@@ -167,7 +173,7 @@ def _model_files(prompt: dict[str, Any]) -> tuple[str, ...]:
     return tuple(files)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_workflow_carries_the_promised_settings(name: str) -> None:
     files, classifier, side, steps, cfg, sampler, scheduler, guidance = EXPECTED[name]
     prompt = api(name)
@@ -220,7 +226,7 @@ def test_compare_workflow_runs_one_seed_with_and_without_steering() -> None:
     assert prompt[save["images"][0]]["class_type"] == "ImageStitch"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_note_says_where_the_files_come_from(name: str) -> None:
     notes = [n for n in ui(name)["nodes"] if n["type"] == "MarkdownNote"]
     assert len(notes) == 1
@@ -232,6 +238,57 @@ def test_note_says_where_the_files_come_from(name: str) -> None:
         assert "no official classifier" in text and "training" in text
     else:
         assert "sapir1779/learn-to-steer" in text and "Google Drive" in text and "Non-commercial" in text
+
+
+TOY_PROMPT = "a red square to the left of a blue circle"
+TOY_FILES = ("toy_world.safetensors", "toy_relation_classifier.safetensors")
+TOY_SAVES = {"l2s_toy_world": "ImageStitch", "l2s_toy_unsteered": "KSampler", "l2s_toy_steered":
+             "L2S_LearnedSpatialSteer"}  # SaveImage prefix -> what its image comes from
+
+
+def _image_source(prompt: dict[str, Any], link: list[Any]) -> str:
+    """The class behind an IMAGE link: the sampler a VAE Decode decodes, or the node itself."""
+    node = prompt[link[0]]
+    if node["class_type"] == "VAEDecode":
+        return prompt[node["inputs"]["samples"][0]]["class_type"]
+    return node["class_type"]
+
+
+def test_toy_workflow_compares_one_seed_with_and_without_steering_on_the_shipped_files() -> None:
+    prompt = api(TOY)
+    assert one(prompt, "L2S_LoadToyWorld") == {"world": TOY_FILES[0]}
+    assert one(prompt, "L2S_LoadRelationClassifier") == {"classifier_name": TOY_FILES[1], "family": "auto"}
+    assert one(prompt, "L2S_SpatialPromptEncode")["text"] == TOY_PROMPT
+    assert one(prompt, "CLIPTextEncode")["text"] == ""
+    latent = one(prompt, "EmptyLatentImage")
+    assert (latent["width"], latent["height"], latent["batch_size"]) == (64, 64, 1)
+    plain, steer = one(prompt, "KSampler"), one(prompt, "L2S_LearnedSpatialSteer")
+    for key in ("model", "positive", "negative", "latent_image", "seed", "steps", "cfg", "sampler_name", "scheduler",
+                "denoise"):
+        assert plain[key] == steer[key], key
+    assert (steer["seed"], steer["steps"], steer["cfg"], steer["sampler_name"], steer["scheduler"]) == (
+        gen.SEED, 20, 5.0, "ddim", "ddim_uniform")
+    assert {k: steer[k] for k in gen.TOY_STEERING} == gen.TOY_STEERING == {
+        "last_steered_step": -1, "step_size": 0.0, "iterations": 0, "early_stop_probability": 0.0}
+    loader = next(k for k, v in prompt.items() if v["class_type"] == "L2S_LoadToyWorld")
+    assert plain["model"] == [loader, 0] and one(prompt, "CLIPTextEncode")["clip"] == [loader, 1]
+    assert all(n["inputs"]["vae"] == [loader, 2] for n in nodes_of(prompt, "VAEDecode"))
+    stitch = one(prompt, "ImageStitch")
+    assert [_image_source(prompt, stitch[k]) for k in ("image1", "image2")] == ["KSampler", "L2S_LearnedSpatialSteer"]
+    assert stitch["direction"] == "right"
+    saves = {n["inputs"]["filename_prefix"]: _image_source(prompt, n["inputs"]["images"])
+             for n in nodes_of(prompt, "SaveImage")}
+    assert saves == TOY_SAVES
+    preview = one(prompt, "L2S_AttentionPreview")
+    assert prompt[preview["trace"][0]]["class_type"] == "L2S_LearnedSpatialSteer"
+
+
+def test_toy_note_says_the_files_ship_with_the_pack() -> None:
+    notes = [n for n in ui(TOY)["nodes"] if n["type"] == "MarkdownNote"]
+    assert len(notes) == 1
+    text = notes[0]["widgets_values"][0]
+    assert "toy_world/" in text and "nothing to download" in text and TOY_PROMPT in text
+    assert all(file in text for file in TOY_FILES)
 
 
 # ---------------------------------------------------------------------------------------------- with ComfyUI
@@ -311,7 +368,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 @comfyui
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_example_workflow_executes_on_tiny_models(comfy_server: ComfyServer, name: str) -> None:
     from test_nodes_integration import write_classifier
 
@@ -334,3 +391,47 @@ def test_example_workflow_executes_on_tiny_models(comfy_server: ComfyServer, nam
     if summary is not None:
         assert summary["relations"] == ["dog to the right of teddy bear"]
         assert [s["step"] for s in summary["steps"]] == [0]
+
+
+def _prepare_toy_files(server: ComfyServer, cache_dir: Path) -> str:
+    """Make the toy example's files loadable; returns what is used (the shipped files, or which stand-ins)."""
+    from toy_world_files import (
+        SHIPPED_BUNDLE,
+        SHIPPED_CLASSIFIER,
+        attention_channels,
+        build_tiny_bundle,
+        toy_world_dir,
+        write_random_classifier,
+    )
+
+    bundle = SHIPPED_BUNDLE
+    used = []
+    if not SHIPPED_BUNDLE.is_file():
+        bundle = toy_world_dir(server) / TOY_FILES[0]
+        shutil.copyfile(build_tiny_bundle(cache_dir), bundle)
+        used.append("a tiny untrained toy world")
+    if not SHIPPED_CLASSIFIER.is_file():
+        write_random_classifier(server.classifier_dir, TOY_FILES[1], attention_channels(bundle))
+        used.append("a random toy classifier")
+    return ", ".join(used) or "the shipped files"
+
+
+@comfyui
+def test_toy_workflow_executes_as_shipped(comfy_server: ComfyServer, request: pytest.FixtureRequest) -> None:
+    """The toy example runs unchanged: the shipped files when the pack has them, else stand-ins of the same names."""
+    _prepare_toy_files(comfy_server, request.config.cache.mkdir("l2s_toy_world"))
+    prompt = api(TOY)
+    entry = comfy_server.submit(prompt)
+    for node_id, node in prompt.items():
+        if node["class_type"] in ("SaveImage", "L2S_AttentionPreview"):
+            images = entry["outputs"].get(node_id, {}).get("images", [])
+            assert len(images) == 1, f"{node['class_type']} {node_id} produced {images}"
+    spacing = one(prompt, "ImageStitch")["spacing_width"]
+    sizes = {prefix: (2 * 64 + spacing, 64) if prefix == TOY else (64, 64) for prefix in TOY_SAVES}
+    for prefix, size in sizes.items():
+        saved = [p for p in comfy_server.output_files(entry) if p.name.startswith(f"{prefix}_")]
+        assert len(saved) == 1 and _png_size(saved[0]) == size, (prefix, saved)
+    steer_id = next(k for k, v in prompt.items() if v["class_type"] == "L2S_LearnedSpatialSteer")
+    summary = json.loads(entry["outputs"][steer_id]["text"][0])
+    assert summary["relations"] == ["red square to the left of blue circle"]
+    assert summary["steps"] and summary["steps"][0]["step"] == 0

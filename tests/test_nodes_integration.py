@@ -140,7 +140,7 @@ def test_nodes_are_registered_with_tooltips(comfy_server: ComfyServer) -> None:
     info = comfy_server.object_info()
     ours = {k: v for k, v in info.items() if k.startswith("L2S_")}
     assert set(ours) == {"L2S_LoadRelationClassifier", "L2S_SpatialPromptEncode", "L2S_LearnedSpatialSteer",
-                         "L2S_LearnedSpatialSteerSampler", "L2S_AttentionPreview"}
+                         "L2S_LearnedSpatialSteerSampler", "L2S_AttentionPreview", "L2S_LoadToyWorld"}
     for name, node in ours.items():
         assert node["description"], name
         assert node["category"].startswith("learn_to_steer"), name
