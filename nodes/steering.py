@@ -27,8 +27,8 @@ import torch
 from ..l2s_core.checkpoint import LoadedClassifier
 from ..l2s_core.layout import check_channel_count, classifier_input
 from ..l2s_core.optimize import IterationRecord, refine_latent
-from ..l2s_core.presets import preset_for_family
-from ..l2s_core.steps import classifier_step_index, default_last_steered_step
+from ..l2s_core.settings import SteeringOptions, SteeringSettings
+from ..l2s_core.steps import classifier_step_index
 from .autograd import autograd_weights, gradient_mode
 from .capture import AttentionCapture, CaptureRequest
 from .spatial_prompt import SPEC_KEY, SpatialSpec
@@ -36,54 +36,6 @@ from .spatial_prompt import SPEC_KEY, SpatialSpec
 logger = logging.getLogger(__name__)
 
 OVERRIDE_KEY = "optimized_attention_override"
-
-
-@dataclass(frozen=True)
-class SteeringSettings:
-    """How hard and how long to steer.
-
-    Attributes:
-        last_step: steps 0 .. last_step-1 of the schedule are steered (0 turns steering off).
-        step_size: gradient step on the scaled latent (official: 5; 7.5 for SD1.4).
-        iterations: forward/backward passes per steered step (official: 16).
-        loss_thresholds: per-step cross-entropy below which a sample stops (official 1e-5, 3e-5, 5e-5, then 7e-5).
-        early_stop_probability: optional; a sample stops once the classifier gives the target this probability.
-    """
-
-    last_step: int
-    step_size: float
-    iterations: int
-    loss_thresholds: tuple[float, ...] = (1e-5, 3e-5, 5e-5, 7e-5)
-    early_stop_probability: float | None = None
-
-    def threshold_for(self, step: int) -> float:
-        return self.loss_thresholds[min(step, len(self.loss_thresholds) - 1)]
-
-
-@dataclass(frozen=True)
-class SteeringOptions:
-    """The node's steering inputs; ``None`` means "the official preset of the classifier's family".
-
-    Resolved per run by :meth:`resolve`, because the number of steps is known only when sampling starts.
-    """
-
-    last_step: int | None = None
-    step_size: float | None = None
-    iterations: int | None = None
-    early_stop_probability: float | None = None
-
-    def resolve(self, num_steps: int, family: str) -> SteeringSettings:
-        preset = preset_for_family(family)
-        last_step = self.last_step
-        if last_step is None:
-            last_step = default_last_steered_step(num_steps, preset.last_step, preset.num_steps)
-        return SteeringSettings(
-            last_step=min(last_step, num_steps),
-            step_size=preset.step_size if self.step_size is None else self.step_size,
-            iterations=preset.iterations if self.iterations is None else self.iterations,
-            loss_thresholds=preset.loss_thresholds,
-            early_stop_probability=self.early_stop_probability,
-        )
 
 
 @dataclass

@@ -717,7 +717,7 @@ TOY_WORLD_FILE = "toy_world.safetensors"
 TOY_CLASSIFIER_FILE = "toy_relation_classifier.safetensors"
 TOY_PROMPT = "a red square to the left of a blue circle"
 TOY_SIDE = 64
-TOY_SAMPLING: dict[str, Any] = {"seed": SEED, "steps": 20, "cfg": 5.0, "sampler_name": "ddim",
+TOY_SAMPLING: dict[str, Any] = {"seed": SEED, "steps": 20, "cfg": 8.0, "sampler_name": "ddim",
                                 "scheduler": "ddim_uniform", "denoise": 1.0}
 """The toy example's sampler settings, shared by its KSampler and its Learned Spatial Steer."""
 TOY_STEERING: dict[str, Any] = {"last_steered_step": -1, "step_size": 0.0, "iterations": 0,

@@ -67,8 +67,9 @@ def test_same_seed_same_bundle(tiny_bundle: Path, tmp_path: Path) -> None:
 
 def test_tiny_world_samples_plain_and_steered(tiny_bundle: Path, tmp_path: Path) -> None:
     from l2s_core.checkpoint import load_classifier
+    from l2s_core.settings import SteeringSettings
     from training.__main__ import main as training_main
-    from training.toy.sampling import SteerSettings, ToySampler
+    from training.toy.sampling import ToySampler
 
     work = tmp_path / "clf"
     status = training_main(["toy", "classifier", "--world", str(tiny_bundle), "--work", str(work), "--out",
@@ -85,6 +86,6 @@ def test_tiny_world_samples_plain_and_steered(tiny_bundle: Path, tmp_path: Path)
     assert np.array_equal(again.images[0], plain.images[1])  # a seed gives the same image in any batch
     steered = sampler.sample("a red square above a blue circle", [1, 2], steps=4, subject="red square",
                              relation="above", obj="blue circle", classifier=classifier,
-                             steer=SteerSettings(last_step=2, step_size=5.0, iterations=3))
+                             steer=SteeringSettings(last_step=2, step_size=5.0, iterations=3))
     assert steered.steering_passes == (6, 6)
     assert not np.array_equal(steered.images, plain.images)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from l2s_core.checkpoint import LoadedClassifier
 from l2s_core.relations import SPATIAL_RELATIONS
+from l2s_core.settings import SteeringSettings
 
 from .judge import judge
-from .sampling import SteerSettings, ToySampler
+from .sampling import ToySampler
 from .vocabulary import relation_prompt
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class Condition:
 
     name: str
     classifier: LoadedClassifier | None = None
-    steer: SteerSettings | None = None
+    steer: SteeringSettings | None = None
 
 
 @dataclass(frozen=True)

@@ -53,11 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     bench.add_argument("--ablation-classifier", type=Path, default=None,
                        help="classifier trained with --no-negatives, for the ablation row")
-    bench.add_argument("--pairs", type=int, default=12, help="ordered object pairs (x 4 relations) (default 12)")
+    bench.add_argument("--pairs", type=int, default=6, help="ordered object pairs (x 4 relations) (default 6)")
     bench.add_argument("--seeds", type=int, default=4, help="seeds per prompt (default 4)")
     bench.add_argument("--first-seed", type=int, default=1000)
     bench.add_argument("--steps", type=int, default=20)
-    bench.add_argument("--cfg", type=float, default=5.0)
+    bench.add_argument("--cfg", type=float, default=8.0)
     bench.add_argument("--budgets", default="official,early,short",
                        help="comma list of steering rows: official, early (stop at p>=0.9), short (3 steps)")
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results/toy_world"))
@@ -124,24 +124,21 @@ def _run_classifier(args: argparse.Namespace) -> int:
 
 def _run_bench(args: argparse.Namespace) -> int:
     from l2s_core.checkpoint import load_classifier
-    from l2s_core.presets import preset_for_family
-    from l2s_core.steps import default_last_steered_step
+    from l2s_core.settings import SteeringOptions
 
     from .benchmark import Condition, format_table, prompt_grid, run_benchmark
-    from .sampling import SteerSettings, ToySampler
+    from .sampling import ToySampler
 
     _threads(args.threads)
     sampler = ToySampler(args.world)
     classifier = load_classifier(args.classifier)
-    preset = preset_for_family(classifier.family)
-    official = SteerSettings(last_step=default_last_steered_step(args.steps, preset.last_step, preset.num_steps),
-                             step_size=preset.step_size, iterations=preset.iterations,
-                             loss_thresholds=preset.loss_thresholds)
+    official = SteeringOptions().resolve(args.steps, classifier.family)
     budgets = {
         "official": ("steered: official schedule", official),
-        "early": ("steered: early stop p>=0.9", SteerSettings(**{**official.__dict__, "early_stop_probability": 0.9})),
-        "short": ("steered: first 3 steps only", SteerSettings(**{**official.__dict__,
-                                                                  "last_step": min(3, official.last_step)})),
+        "early": ("steered: early stop p>=0.9",
+                  SteeringOptions(early_stop_probability=0.9).resolve(args.steps, classifier.family)),
+        "short": ("steered: first 3 steps only",
+                  SteeringOptions(last_step=min(3, official.last_step)).resolve(args.steps, classifier.family)),
     }
     conditions = [Condition("plain")]
     wanted = [b.strip() for b in args.budgets.split(",") if b.strip()]

@@ -21,6 +21,7 @@ import torch
 from l2s_core.checkpoint import LoadedClassifier
 from l2s_core.layout import check_channel_count, classifier_input
 from l2s_core.optimize import refine_latent
+from l2s_core.settings import SteeringSettings
 from l2s_core.steps import classifier_step_index
 from l2s_core.toy_bundle import load_bundle
 
@@ -29,29 +30,6 @@ from .bundle import load_pipeline
 from .vocabulary import prompt_ids, words_of
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SteerSettings:
-    """How to steer: steps ``0 .. last_step - 1``, ``iterations`` passes each (official rule: per-step CE thresholds).
-
-    Attributes:
-        last_step: Exclusive end of the steered steps.
-        step_size: Gradient step on the latent.
-        iterations: Maximum forward+backward passes per steered step.
-        loss_thresholds: Per-step CE early-exit thresholds (step i uses entry i, later steps the last).
-        early_stop_probability: Optional target-probability stop.
-    """
-
-    last_step: int
-    step_size: float
-    iterations: int
-    loss_thresholds: tuple[float, ...] = (1e-5, 3e-5, 5e-5, 7e-5)
-    early_stop_probability: float | None = None
-
-    def threshold_for(self, step: int) -> float:
-        """The CE threshold of ``step``."""
-        return self.loss_thresholds[min(step, len(self.loss_thresholds) - 1)]
 
 
 @dataclass(frozen=True)
@@ -128,7 +106,7 @@ class ToySampler:
 
     def sample(self, prompt: str, seeds: Sequence[int], *, steps: int = 20, cfg: float = 5.0,
                subject: str | None = None, relation: str | None = None, obj: str | None = None,
-               classifier: LoadedClassifier | None = None, steer: SteerSettings | None = None) -> Samples:
+               classifier: LoadedClassifier | None = None, steer: SteeringSettings | None = None) -> Samples:
         """Generate one image per seed; steer toward "<subject> <relation> <obj>" when ``steer`` is given."""
         start = time.perf_counter()
         cond = self.embed(prompt)
@@ -149,7 +127,7 @@ class ToySampler:
 
     def _refine(self, z: torch.Tensor, t: torch.Tensor, step: int, steps: int, cond: torch.Tensor, prompt: str,
                 subject: str, relation: str, obj: str, classifier: LoadedClassifier,
-                steer: SteerSettings) -> tuple[torch.Tensor, list[int]]:
+                steer: SteeringSettings) -> tuple[torch.Tensor, list[int]]:
         target = RecordTarget(phrase_positions(prompt, subject), phrase_positions(prompt, obj), 77,
                               latent_size=(self.latent_size, self.latent_size))
         batch = z.shape[0]

@@ -1,0 +1,63 @@
+"""Steering settings: what a user asks for (:class:`SteeringOptions`) and what a run uses (:class:`SteeringSettings`).
+
+This module owns the resolution of the user's steering inputs against the official preset of the classifier's
+family (:mod:`.presets`) once the length of the schedule is known. The ComfyUI nodes and the toy-world benchmark
+share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .presets import preset_for_family
+from .steps import default_last_steered_step
+
+
+@dataclass(frozen=True)
+class SteeringSettings:
+    """How hard and how long to steer.
+
+    Attributes:
+        last_step: steps 0 .. last_step-1 of the schedule are steered (0 turns steering off).
+        step_size: gradient step on the scaled latent (official: 5; 7.5 for SD1.4).
+        iterations: forward/backward passes per steered step (official: 16).
+        loss_thresholds: per-step cross-entropy below which a sample stops (official 1e-5, 3e-5, 5e-5, then 7e-5).
+        early_stop_probability: optional; a sample stops once the classifier gives the target this probability.
+    """
+
+    last_step: int
+    step_size: float
+    iterations: int
+    loss_thresholds: tuple[float, ...] = (1e-5, 3e-5, 5e-5, 7e-5)
+    early_stop_probability: float | None = None
+
+    def threshold_for(self, step: int) -> float:
+        """The cross-entropy threshold of denoising step ``step`` (the last entry for later steps)."""
+        return self.loss_thresholds[min(step, len(self.loss_thresholds) - 1)]
+
+
+@dataclass(frozen=True)
+class SteeringOptions:
+    """The node's steering inputs; ``None`` means "the official preset of the classifier's family".
+
+    Resolved per run by :meth:`resolve`, because the number of steps is known only when sampling starts.
+    """
+
+    last_step: int | None = None
+    step_size: float | None = None
+    iterations: int | None = None
+    early_stop_probability: float | None = None
+
+    def resolve(self, num_steps: int, family: str) -> SteeringSettings:
+        """Fill the unset fields from the family's official preset, scaled to a ``num_steps`` schedule."""
+        preset = preset_for_family(family)
+        last_step = self.last_step
+        if last_step is None:
+            last_step = default_last_steered_step(num_steps, preset.last_step, preset.num_steps)
+        return SteeringSettings(
+            last_step=min(last_step, num_steps),
+            step_size=preset.step_size if self.step_size is None else self.step_size,
+            iterations=preset.iterations if self.iterations is None else self.iterations,
+            loss_thresholds=preset.loss_thresholds,
+            early_stop_probability=self.early_stop_probability,
+        )
