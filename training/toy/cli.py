@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clf.add_argument("--out", type=Path, default=DEFAULT_CLASSIFIER)
     clf.add_argument("--per-relation", type=int, default=150, help="training scenes per relation (default 150)")
     clf.add_argument("--steps", type=int, default=20, help="sampling steps of the inversion (default 20)")
-    clf.add_argument("--epochs", type=int, default=60)
+    clf.add_argument("--epochs", type=int, default=40)
     clf.add_argument("--seed", type=int, default=1)
     clf.add_argument("--no-negatives", action="store_true", help="ablation: no wrong-relation samples")
     clf.add_argument("--psnr-threshold", type=float, default=None,
@@ -107,7 +107,7 @@ def _run_classifier(args: argparse.Namespace) -> int:
         ["invert", "--triplets", str(triplets), "--out", str(maps), "--model", str(args.world), "--family", "toy",
          "--steps", str(args.steps), "--resolution", str(world["image_size"]), "--seed", str(args.seed),
          "--device", "cpu", *threads, *negatives, *psnr],
-        ["train", str(maps), str(run), "--epochs", str(args.epochs), "--input-scale", "256", "--lr", "1e-3",
+        ["train", str(maps), str(run), "--epochs", str(args.epochs), "--input-scale", "256", "--lr", "3e-4",
          "--device", "cpu", "--seed", str(args.seed), *negatives],
         ["export", str(run), str(args.out), "--family", "toy"],
     ]
