@@ -267,7 +267,7 @@ def test_toy_workflow_compares_one_seed_with_and_without_steering_on_the_shipped
                 "denoise"):
         assert plain[key] == steer[key], key
     assert (steer["seed"], steer["steps"], steer["cfg"], steer["sampler_name"], steer["scheduler"]) == (
-        gen.SEED, 20, 5.0, "ddim", "ddim_uniform")
+        gen.SEED, 20, 8.0, "ddim", "ddim_uniform")
     assert {k: steer[k] for k in gen.TOY_STEERING} == gen.TOY_STEERING == {
         "last_steered_step": -1, "step_size": 0.0, "iterations": 0, "early_stop_probability": 0.0}
     loader = next(k for k, v in prompt.items() if v["class_type"] == "L2S_LoadToyWorld")
