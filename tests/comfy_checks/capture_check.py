@@ -20,17 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from check_support import load_pack  # noqa: E402  (this folder is on sys.path)
+
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
-
-
-def _load_pack() -> None:
-    spec = importlib.util.spec_from_file_location("l2s_pack", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["l2s_pack"] = module
-    spec.loader.exec_module(module)
 
 
 def main() -> None:
@@ -48,7 +41,7 @@ def main() -> None:
     import torch
     from comfy_test_pack.tiny_models import build_tiny_models
 
-    _load_pack()
+    load_pack()
     layout_mod = importlib.import_module("l2s_pack.l2s_core.layout")
     steering = importlib.import_module("l2s_pack.nodes.steering")
     capture_mod = importlib.import_module("l2s_pack.nodes.capture")

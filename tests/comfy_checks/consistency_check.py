@@ -29,27 +29,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from check_support import load_pack, relative  # noqa: E402  (this folder is on sys.path)
+
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 MAP_SIZE = 16
 SUBJECT = (2,)
 OBJECT = (5, 6)
 SEED = 0
-
-
-def _load_pack() -> None:
-    """Import the repository root as package ``l2s_pack``, as ComfyUI imports a custom node pack."""
-    spec = importlib.util.spec_from_file_location("l2s_pack", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["l2s_pack"] = module
-    spec.loader.exec_module(module)
-
-
-def _relative(a: Any, b: Any) -> float:
-    """max |a - b| / max |b|."""
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def _layers_diff(comfy_layers: list[Any], diffusers_layers: list[Any]) -> tuple[bool, float]:
@@ -325,7 +312,7 @@ def _case(latent_size: tuple[int, int], comfy_out: Any, diffusers_out: Any, comf
     return {
         "latent_size": list(latent_size),
         "output_max_abs_diff": float((comfy_out - diffusers_out).abs().max()),
-        "output_rel_diff": _relative(comfy_out, diffusers_out),
+        "output_rel_diff": relative(comfy_out, diffusers_out),
         "output_scale": float(diffusers_out.abs().max()),
         "comfy_shape": list(comfy_maps.shape),
         "diffusers_shape": list(diffusers_maps.shape),
@@ -361,7 +348,7 @@ def main() -> None:
     import torch
     from comfy_test_pack.tiny_models import build_tiny_models
 
-    _load_pack()
+    load_pack()
     pack = {
         "layout": importlib.import_module("l2s_pack.l2s_core.layout"),
         "steering": importlib.import_module("l2s_pack.nodes.steering"),

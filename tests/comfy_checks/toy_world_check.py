@@ -30,25 +30,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from check_support import load_pack, relative  # noqa: E402  (this folder is on sys.path)
+
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 SEED = 0
 PROMPT = "a red square to the left of a blue circle"
-
-
-def _load_pack() -> None:
-    """Import the repository root as package ``l2s_pack``, as ComfyUI imports a custom node pack."""
-    spec = importlib.util.spec_from_file_location("l2s_pack", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["l2s_pack"] = module
-    spec.loader.exec_module(module)
-
-
-def _relative(a: Any, b: Any) -> float:
-    """max |a - b| / max |b|."""
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def check_tokenizer() -> dict[str, Any]:
@@ -97,7 +84,7 @@ def check_networks(torch: Any, pack: dict[str, Any], path: Path) -> dict[str, An
             t = torch.full((2,), timestep)
             comfy_out = diffusion_model(x, t, context=context, transformer_options={})
             diffusers_out = pipe.unet(x, t, encoder_hidden_states=context).sample
-            unet_cases.append({"timestep": timestep, "rel_diff": _relative(comfy_out, diffusers_out),
+            unet_cases.append({"timestep": timestep, "rel_diff": relative(comfy_out, diffusers_out),
                                "scale": float(diffusers_out.abs().max())})
         result["unet"] = unet_cases
         result["unet_dtype"] = str(next(diffusion_model.parameters()).dtype)
@@ -126,13 +113,13 @@ def check_networks(torch: Any, pack: dict[str, Any], path: Path) -> dict[str, An
             "decode_shape": list(comfy_image.shape), "decode_max_abs_diff": float(
                 (comfy_image.float() - diffusers_image).abs().max()),
             "decode_spread": float(diffusers_image.max() - diffusers_image.min()),
-            "encode_shape": list(comfy_latent.shape), "encode_rel_diff": _relative(comfy_latent.float(),
+            "encode_shape": list(comfy_latent.shape), "encode_rel_diff": relative(comfy_latent.float(),
                                                                                    diffusers_latent),
         }
 
     alphas = pipe.scheduler.alphas_cumprod.double()
     scheduler_sigmas = ((1 - alphas) / alphas) ** 0.5
-    result["schedule_rel_diff"] = _relative(base.model_sampling.sigmas.double(), scheduler_sigmas)
+    result["schedule_rel_diff"] = relative(base.model_sampling.sigmas.double(), scheduler_sigmas)
     result["latent_scale"] = {"comfy": float(base.latent_format.scale_factor), "bundle": bundle.scale_factor,
                               "diffusers": float(pipe.vae.config.scaling_factor)}
     result["latent_format_is_comfy_sd15"] = type(base.latent_format) is importlib.import_module(
@@ -262,7 +249,7 @@ def main() -> None:
     import comfy.model_management  # noqa: F401  (after args.cpu)
     import torch
 
-    _load_pack()
+    load_pack()
     pack = {"toy_models": importlib.import_module("l2s_pack.nodes.toy_models"),
             "toy_bundle": importlib.import_module("l2s_pack.l2s_core.toy_bundle"),
             "paths": importlib.import_module("l2s_pack.nodes.paths")}
