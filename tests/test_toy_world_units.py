@@ -144,3 +144,20 @@ def test_judge_reports_a_missing_object_and_ignores_specks() -> None:
     assert verdict.present == (True, False) and not verdict.correct and "not detected" in verdict.reason
     (found,) = detect(image, ["red square"])
     assert found.box == (10.0, 10.0, 20.0, 20.0) and found.score == 100.0
+
+
+def test_benchmark_grid_marks_the_one_usual_arrangement_of_each_pair() -> None:
+    from training.synthetic import usual_relation
+    from training.toy.benchmark import Row, format_table, prompt_grid
+
+    grid = prompt_grid(DEFAULT_KINDS, 6)
+    assert len(grid) == 24
+    for start in range(0, 24, 4):  # four relations per ordered pair
+        pair = grid[start:start + 4]
+        assert [g.relation for g in pair] == list(SPATIAL_RELATIONS)
+        assert sum(g.usual for g in pair) == 1
+        usual = next(g for g in pair if g.usual)
+        assert usual.relation == usual_relation(usual.subject, usual.object, DEFAULT_KINDS)
+    row = Row("plain", 8, 0.5, 0.75, 0.3, 0.0, None, accuracy_usual=1.0, accuracy_unusual=1 / 3)
+    line = format_table([row]).splitlines()[-1]
+    assert line == "| plain | 8 | 0.500 | 1.000 | 0.333 | 0.750 | 0.30 | 0.0 |"

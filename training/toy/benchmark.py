@@ -20,6 +20,7 @@ from l2s_core.checkpoint import LoadedClassifier
 from l2s_core.relations import SPATIAL_RELATIONS
 from l2s_core.settings import SteeringSettings
 
+from ..synthetic import usual_relation
 from .judge import judge
 from .sampling import ToySampler
 from .vocabulary import relation_prompt
@@ -34,6 +35,7 @@ class GridItem:
     subject: str
     relation: str
     object: str
+    usual: bool = False  # the pair's usual arrangement in the (biased) training scenes
 
     @property
     def prompt(self) -> str:
@@ -46,7 +48,7 @@ def prompt_grid(kinds: Sequence[str], pairs: int) -> list[GridItem]:
     ordered = [(a, b) for i, a in enumerate(kinds) for j, b in enumerate(kinds) if i != j]
     stride = max(1, len(ordered) // max(1, pairs))
     chosen = ordered[::stride][:pairs]
-    return [GridItem(a, r, b) for a, b in chosen for r in SPATIAL_RELATIONS]
+    return [GridItem(a, r, b, usual=usual_relation(a, b, kinds) == r) for a, b in chosen for r in SPATIAL_RELATIONS]
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,15 @@ class Row:
     seconds_per_image: float
     passes_per_image: float
     settings: dict | None
+    accuracy_usual: float = float("nan")  # prompts asking for the pair's usual (training-biased) arrangement
+    accuracy_unusual: float = float("nan")  # prompts asking for one of the three unusual arrangements
 
 
 def run_condition(sampler: ToySampler, condition: Condition, grid: Sequence[GridItem], seeds: Sequence[int], *,
                   steps: int, cfg: float, save_dir: Path | None = None) -> Row:
     """Sample and judge the whole grid under one condition."""
     correct = present = count = 0
+    by_usual = {True: [0, 0], False: [0, 0]}  # usual -> [correct, count]
     passes = 0
     seconds = 0.0
     for index, item in enumerate(grid):
@@ -86,6 +91,8 @@ def run_condition(sampler: ToySampler, condition: Condition, grid: Sequence[Grid
         for seed, image in zip(seeds, samples.images, strict=True):
             verdict = judge(image, item.subject, item.relation, item.object)
             correct += int(verdict.correct)
+            by_usual[item.usual][0] += int(verdict.correct)
+            by_usual[item.usual][1] += 1
             present += int(all(verdict.present))
             count += 1
             if save_dir is not None:
@@ -96,18 +103,22 @@ def run_condition(sampler: ToySampler, condition: Condition, grid: Sequence[Grid
                 Image.fromarray(image).save(save_dir / f"{index:03d}_{seed}_{mark}.png")
     row = Row(condition=condition.name, images=count, accuracy=correct / count, presence=present / count,
               seconds_per_image=seconds / count, passes_per_image=passes / count,
-              settings=None if condition.steer is None else asdict(condition.steer))
-    logger.info("%s: accuracy %.3f, presence %.3f, %.2f s/image, %.1f passes/image", row.condition, row.accuracy,
-                row.presence, row.seconds_per_image, row.passes_per_image)
+              settings=None if condition.steer is None else asdict(condition.steer),
+              accuracy_usual=by_usual[True][0] / by_usual[True][1] if by_usual[True][1] else float("nan"),
+              accuracy_unusual=by_usual[False][0] / by_usual[False][1] if by_usual[False][1] else float("nan"))
+    logger.info("%s: accuracy %.3f (usual %.3f, unusual %.3f), presence %.3f, %.2f s/image, %.1f passes/image",
+                row.condition, row.accuracy, row.accuracy_usual, row.accuracy_unusual, row.presence, row.seconds_per_image, row.passes_per_image)
     return row
 
 
 def format_table(rows: Sequence[Row]) -> str:
     """A Markdown table of the rows."""
-    lines = ["| condition | images | spatial accuracy | both objects present | s / image | steering passes / image |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| condition | images | spatial accuracy | usual arrangements | unusual arrangements | both objects present "
+             "| s / image | steering passes / image |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r.condition} | {r.images} | {r.accuracy:.3f} | {r.presence:.3f} | "
+        lines.append(f"| {r.condition} | {r.images} | {r.accuracy:.3f} | {r.accuracy_usual:.3f} | "
+                     f"{r.accuracy_unusual:.3f} | {r.presence:.3f} | "
                      f"{r.seconds_per_image:.2f} | {r.passes_per_image:.1f} |")
     return "\n".join(lines)
 

@@ -13,11 +13,14 @@ Stages (each logs its wall time; the totals go into the bundle metadata):
    1000 steps: ComfyUI's default for SD1 models), 10% of prompts dropped to the empty prompt for classifier-free
    guidance, AdamW with warm-up and cosine decay, an exponential moving average of the weights is what is saved.
    The text encoder keeps its seeded initialisation (a frozen random CLIP-L-architecture encoder): prompt embeddings
-   are computed once per distinct prompt.
+   are computed once per distinct prompt. A token-grounding term (:mod:`.grounding`, weight ``grounding_weight``)
+   pulls each object word's cross-attention into that object's box, so the toy UNet's maps localise objects the way
+   a large model's do (without it they stay flat and no classifier can read a relation from them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -44,6 +47,7 @@ from .architecture import (
     taesd_state_dict,
     text_encoder_config,
 )
+from .grounding import GroundingCapture, grounding_loss, object_boxes_loss_inputs
 from .vocabulary import prompt_ids, relation_prompt
 
 logger = logging.getLogger(__name__)
@@ -64,7 +68,7 @@ class BuildConfig:
 
     seed: int = 0
     num_images: int = 8000
-    bias: float = 0.85
+    bias: float = 0.97
     min_object_frac: float = 0.22
     max_object_frac: float = 0.36
     kinds: tuple[str, ...] = DEFAULT_KINDS
@@ -72,11 +76,12 @@ class BuildConfig:
     ae_batch: int = 16
     ae_crop: int = 32
     ae_lr: float = 2e-4
-    unet_steps: int = 2500
+    unet_steps: int = 3000
     unet_batch: int = 64
     unet_lr: float = 1e-3
     prompt_dropout: float = 0.1
     ema_decay: float = 0.998
+    grounding_weight: float = 0.2
     threads: int | None = None
 
     def world(self, arch: ToyArchitecture) -> ToyWorldConfig:
@@ -92,6 +97,8 @@ class Scenes:
     images: torch.Tensor  # (N, 3, S, S) uint8
     prompts: list[str]
     relations: list[str]
+    subject_boxes: torch.Tensor  # (N, 4) long: pixel box of the prompt's subject (x0, y0, x1, y1)
+    object_boxes: torch.Tensor  # (N, 4) long: pixel box of the prompt's object
 
 
 def render_scenes(config: BuildConfig, arch: ToyArchitecture) -> Scenes:
@@ -100,6 +107,7 @@ def render_scenes(config: BuildConfig, arch: ToyArchitecture) -> Scenes:
     images = np.zeros((config.num_images, arch.image_size, arch.image_size, 3), dtype=np.uint8)
     prompts: list[str] = []
     relations: list[str] = []
+    boxes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
     for i in range(config.num_images):
         rng = random.Random(f"{config.seed}:scene:{i}")
         relation = RELATIONS[rng.randrange(len(RELATIONS))]
@@ -109,11 +117,15 @@ def render_scenes(config: BuildConfig, arch: ToyArchitecture) -> Scenes:
         if rng.random() < 0.5:
             prompts.append(relation_prompt(subject, relation, obj))
             relations.append(relation)
+            boxes.append((scene.objects[0].box, scene.objects[1].box))
         else:
             prompts.append(relation_prompt(obj, INVERSE[relation], subject))
             relations.append(INVERSE[relation])
+            boxes.append((scene.objects[1].box, scene.objects[0].box))
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, H, W, 3) -> (N, 3, H, W)
-    return Scenes(images=tensor, prompts=prompts, relations=relations)
+    box_tensor = torch.tensor(boxes, dtype=torch.long).reshape(len(boxes), 2, 4)  # (N, subject/object, 4)
+    return Scenes(images=tensor, prompts=prompts, relations=relations, subject_boxes=box_tensor[:, 0],
+                  object_boxes=box_tensor[:, 1])
 
 
 def _to_signed(images: torch.Tensor) -> torch.Tensor:
@@ -195,7 +207,7 @@ def train_autoencoder(images: torch.Tensor, config: BuildConfig) -> torch.nn.Mod
         optimiser.step()
         schedule.step()
         if step % 50 == 0 or step == config.ae_steps - 1:
-            logger.info("autoencoder step %d/%d loss %.4f (%.0f s)", step + 1, config.ae_steps, float(loss),
+            logger.info("autoencoder step %d/%d loss %.4f (%.0f s)", step + 1, config.ae_steps, float(loss.detach()),
                         time.perf_counter() - start)
     return model.eval().requires_grad_(False)
 
@@ -229,9 +241,22 @@ def alphas_cumprod(schedule: dict[str, Any]) -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0).float()
 
 
+@dataclass(frozen=True)
+class GroundingTargets:
+    """Per scene: the token positions of the prompt's two objects and the box each token must attend to."""
+
+    positions: torch.Tensor  # (N, K) long
+    boxes: torch.Tensor  # (N, K, 4) long
+
+
 def train_unet(latents: torch.Tensor, prompt_index: torch.Tensor, embeddings: torch.Tensor, empty_index: int,
-               arch: ToyArchitecture, config: BuildConfig) -> torch.nn.Module:
-    """Train the UNet (epsilon prediction) on scaled latents; returns the EMA weights in eval mode."""
+               arch: ToyArchitecture, config: BuildConfig, grounding: GroundingTargets | None = None
+               ) -> torch.nn.Module:
+    """Train the UNet (epsilon prediction) on scaled latents; returns the EMA weights in eval mode.
+
+    With ``grounding`` and ``config.grounding_weight > 0`` the loss adds the token-grounding term of
+    :mod:`.grounding` (object tokens' cross-attention inside their boxes) for the samples that keep their prompt.
+    """
     torch.manual_seed(config.seed + 3)
     model = build_unet(arch)
     ema = build_unet(arch)
@@ -249,36 +274,55 @@ def train_unet(latents: torch.Tensor, prompt_index: torch.Tensor, embeddings: to
         return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_at)
-    n = latents.shape[0]
     start = time.perf_counter()
     running = 0.0
-    for step in range(config.unet_steps):
-        index = torch.randint(0, n, (config.unet_batch,), generator=gen)
-        x0 = latents[index]  # (B, 4, h, w)
-        which = prompt_index[index].clone()
-        drop = torch.rand(config.unet_batch, generator=gen) < config.prompt_dropout
-        which[drop] = empty_index
-        context = embeddings[which]  # (B, 77, D)
-        t = torch.randint(0, abar.shape[0], (config.unet_batch,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        a = abar[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = model(noisy, t, encoder_hidden_states=context).sample
-        loss = F.mse_loss(pred, noise)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        schedule.step()
-        with torch.no_grad():
-            decay = min(config.ema_decay, (1 + step) / (10 + step))
-            for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-                e.mul_(decay).add_(p, alpha=1 - decay)
-        running = 0.98 * running + 0.02 * float(loss) if step else float(loss)
-        if step % 100 == 0 or step == config.unet_steps - 1:
-            logger.info("unet step %d/%d loss %.4f (%.0f s)", step + 1, config.unet_steps, running,
-                        time.perf_counter() - start)
+    running_ground = 0.0
+    capture = GroundingCapture(model)
+    grounded = grounding is not None and config.grounding_weight > 0
+    with capture.installed() if grounded else contextlib.nullcontext():
+        for step in range(config.unet_steps):
+            loss, ground = _unet_step(model, latents, prompt_index, embeddings, empty_index, abar, gen, config,
+                                      capture if grounded else None, grounding, arch.image_size)
+            optimiser.zero_grad(set_to_none=True)
+            (loss + config.grounding_weight * ground).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            schedule.step()
+            with torch.no_grad():
+                decay = min(config.ema_decay, (1 + step) / (10 + step))
+                for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+                    e.mul_(decay).add_(p, alpha=1 - decay)
+            running = 0.98 * running + 0.02 * float(loss.detach()) if step else float(loss.detach())
+            running_ground = 0.98 * running_ground + 0.02 * float(ground.detach()) if step else float(ground.detach())
+            if step % 100 == 0 or step == config.unet_steps - 1:
+                logger.info("unet step %d/%d loss %.4f grounding %.3f (%.0f s)", step + 1, config.unet_steps,
+                            running, running_ground, time.perf_counter() - start)
     return ema.eval()
+
+
+def _unet_step(model: torch.nn.Module, latents: torch.Tensor, prompt_index: torch.Tensor, embeddings: torch.Tensor,
+               empty_index: int, abar: torch.Tensor, gen: torch.Generator, config: BuildConfig,
+               capture: GroundingCapture | None, grounding: GroundingTargets | None, image_size: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch: the denoising loss and the grounding loss (0 without capture)."""
+    n = latents.shape[0]
+    index = torch.randint(0, n, (config.unet_batch,), generator=gen)
+    x0 = latents[index]  # (B, 4, h, w)
+    which = prompt_index[index].clone()
+    drop = torch.rand(config.unet_batch, generator=gen) < config.prompt_dropout
+    which[drop] = empty_index
+    context = embeddings[which]  # (B, 77, D)
+    t = torch.randint(0, abar.shape[0], (config.unet_batch,), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    a = abar[t].view(-1, 1, 1, 1)
+    noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    pred = model(noisy, t, encoder_hidden_states=context).sample
+    loss = F.mse_loss(pred, noise)
+    if capture is None or grounding is None:
+        return loss, torch.zeros(())
+    probs = capture.take()
+    ground = grounding_loss(probs, grounding.positions[index], grounding.boxes[index], image_size, ~drop)
+    return loss, ground
 
 
 def build_toy_world(out: Path, config: BuildConfig, arch: ToyArchitecture | None = None) -> dict[str, Any]:
@@ -312,8 +356,10 @@ def build_toy_world(out: Path, config: BuildConfig, arch: ToyArchitecture | None
     lookup = {p: i for i, p in enumerate(distinct)}
     prompt_index = torch.tensor([lookup[p] for p in scenes.prompts], dtype=torch.long)
 
+    positions, boxes = object_boxes_loss_inputs(scenes.prompts, scenes.subject_boxes, scenes.object_boxes)
     t0 = time.perf_counter()
-    unet = train_unet(latents, prompt_index, embeddings, len(distinct), arch, config)
+    unet = train_unet(latents, prompt_index, embeddings, len(distinct), arch, config,
+                      GroundingTargets(positions=positions, boxes=boxes))
     timings["unet_s"] = time.perf_counter() - t0
 
     meta = {
