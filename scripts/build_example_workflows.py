@@ -184,6 +184,7 @@ class Scene(NamedTuple):
     left: tuple[str, tuple[int, int, int], str]
     right: tuple[str, tuple[int, int, int], str]
     caption: str
+    vertical: bool = False  # draw ``left`` above ``right`` instead of beside it
 
 
 # the default prompt: teddy bear (object, blue) on the left, dog (subject, red) on the right
@@ -715,9 +716,10 @@ def workflow_sampler_custom() -> Workflow:
 
 TOY_WORLD_FILE = "toy_world.safetensors"
 TOY_CLASSIFIER_FILE = "toy_relation_classifier.safetensors"
-TOY_PROMPT = "a red square to the left of a blue circle"
+TOY_PROMPT = "a blue circle above a red square"
 TOY_SIDE = 64
-TOY_SAMPLING: dict[str, Any] = {"seed": SEED, "steps": 20, "cfg": 8.0, "sampler_name": "ddim",
+TOY_SEED = 6  # a seed where plain sampling puts the circle below the square (checked in ComfyUI 0.3.64, CPU)
+TOY_SAMPLING: dict[str, Any] = {"seed": TOY_SEED, "steps": 20, "cfg": 8.0, "sampler_name": "ddim",
                                 "scheduler": "ddim_uniform", "denoise": 1.0}
 """The toy example's sampler settings, shared by its KSampler and its Learned Spatial Steer."""
 TOY_STEERING: dict[str, Any] = {"last_steered_step": -1, "step_size": 0.0, "iterations": 0,
@@ -731,8 +733,8 @@ def workflow_toy_world() -> Workflow:
                  f"{TOY_SIDE}x{TOY_SIDE} | {TOY_SAMPLING['steps']} steps | CFG {TOY_SAMPLING['cfg']} | DDIM",
                  ("Load Toy World + Spatial Prompt Encode", "KSampler | Learned Spatial Steer", "VAE Decode x2",
                   "Image Stitch", "Save Image + Attention Preview"),
-                 scene=Scene(("square", (200, 50, 50), "square"), ("circle", (40, 80, 200), "circle"),
-                             "red square to the left of blue circle"))
+                 scene=Scene(("circle", (40, 80, 200), "circle"), ("square", (200, 50, 50), "square"),
+                             "blue circle above red square", vertical=True))
     world = w.add("L2S_LoadToyWorld", (0, 0), {"world": TOY_WORLD_FILE}, size=(340, 98))
     clf = w.add("L2S_LoadRelationClassifier", (0, 150), {"classifier_name": TOY_CLASSIFIER_FILE, "family": "auto"},
                 size=(340, 82), colour=STEER_COLOUR)
@@ -836,13 +838,17 @@ def draw_thumbnail(workflow: Workflow, path: Path) -> None:
     draw.text((20, 70), workflow.model, font=_font(15), fill=(200, 200, 200))
     draw.text((20, 90), workflow.settings, font=_font(13), fill=(160, 160, 160))
     # the relation the prompt asks for: two objects side by side and a caption
-    for (label, fill, shape), x0 in ((workflow.scene.left, 340), (workflow.scene.right, 422)):
-        box = [x0, 22, x0 + 70, 92]
+    if workflow.scene.vertical:  # one above the other: two 42 px objects in the same 70 px column
+        places = ((workflow.scene.left, [395, 6, 437, 48]), (workflow.scene.right, [395, 52, 437, 94]))
+    else:
+        places = ((workflow.scene.left, [340, 22, 410, 92]), (workflow.scene.right, [422, 22, 492, 92]))
+    for (label, fill, shape), box in places:
         if shape == "circle":
             draw.ellipse(box, fill=fill)
         else:
             draw.rounded_rectangle(box, radius=0 if shape == "square" else 8, fill=fill)
-        draw.text((x0 + 35, 57), label, font=_font(13), fill=(255, 255, 255), anchor="mm")
+        draw.text(((box[0] + box[2]) // 2, (box[1] + box[3]) // 2), label, font=_font(11 if workflow.scene.vertical
+                  else 13), fill=(255, 255, 255), anchor="mm")
     draw.text((416, 104), workflow.scene.caption, font=_font(11), fill=(170, 170, 170), anchor="mm")
     # the node chain, one box per step, top to bottom
     if len(workflow.chain) > 5:

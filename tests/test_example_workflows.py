@@ -240,7 +240,7 @@ def test_note_says_where_the_files_come_from(name: str) -> None:
         assert "sapir1779/learn-to-steer" in text and "Google Drive" in text and "Non-commercial" in text
 
 
-TOY_PROMPT = "a red square to the left of a blue circle"
+TOY_PROMPT = "a blue circle above a red square"
 TOY_FILES = ("toy_world.safetensors", "toy_relation_classifier.safetensors")
 TOY_SAVES = {"l2s_toy_world": "ImageStitch", "l2s_toy_unsteered": "KSampler", "l2s_toy_steered":
              "L2S_LearnedSpatialSteer"}  # SaveImage prefix -> what its image comes from
@@ -267,7 +267,7 @@ def test_toy_workflow_compares_one_seed_with_and_without_steering_on_the_shipped
                 "denoise"):
         assert plain[key] == steer[key], key
     assert (steer["seed"], steer["steps"], steer["cfg"], steer["sampler_name"], steer["scheduler"]) == (
-        gen.SEED, 20, 8.0, "ddim", "ddim_uniform")
+        gen.TOY_SEED, 20, 8.0, "ddim", "ddim_uniform")
     assert {k: steer[k] for k in gen.TOY_STEERING} == gen.TOY_STEERING == {
         "last_steered_step": -1, "step_size": 0.0, "iterations": 0, "early_stop_probability": 0.0}
     loader = next(k for k, v in prompt.items() if v["class_type"] == "L2S_LoadToyWorld")
@@ -433,5 +433,5 @@ def test_toy_workflow_executes_as_shipped(comfy_server: ComfyServer, request: py
         assert len(saved) == 1 and _png_size(saved[0]) == size, (prefix, saved)
     steer_id = next(k for k, v in prompt.items() if v["class_type"] == "L2S_LearnedSpatialSteer")
     summary = json.loads(entry["outputs"][steer_id]["text"][0])
-    assert summary["relations"] == ["red square to the left of blue circle"]
+    assert summary["relations"] == ["blue circle above red square"]
     assert summary["steps"] and summary["steps"][0]["step"] == 0
