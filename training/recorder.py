@@ -102,7 +102,7 @@ def unet_layer_grid(num_queries: int, latent_size: tuple[int, int]) -> tuple[int
         factor *= 2
 
 
-def _unet_cross_probs(
+def unet_cross_probs(
     attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, temb: torch.Tensor | None
 ) -> torch.Tensor:
     """Cross-attention probabilities of a diffusers ``Attention`` (the AttnProcessor2_0 preprocessing).
@@ -344,7 +344,7 @@ class AttentionRecorder:
         if role == UNET_CROSS:
             if encoder_hidden_states is None:
                 return
-            probs = _unet_cross_probs(attn, hidden_states, encoder_hidden_states, temb)  # (B, heads, N, T)
+            probs = unet_cross_probs(attn, hidden_states, encoder_hidden_states, temb)  # (B, heads, N, T)
             assert target.latent_size is not None
             grid = unet_layer_grid(probs.shape[2], target.latent_size)
         elif role in (FLUX_DOUBLE, FLUX_SINGLE):

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--seed", type=int, default=0)
     model.add_argument("--images", type=int, default=None, help="training scenes (default 8000)")
     model.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps (default 150)")
-    model.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default 2500)")
+    model.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default 3000)")
     model.add_argument("--bias", type=float, default=None, help="co-occurrence bias of the scenes (default 0.97)")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 

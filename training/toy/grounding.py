@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..recorder import unet_cross_probs
 from .vocabulary import words_of
 
 EPS = 1e-6
@@ -67,7 +68,7 @@ def box_masks(boxes: torch.Tensor, image_size: int, grid: int) -> torch.Tensor:
 
 
 class _ExplicitCrossAttention:
-    """An ``attn2`` processor that computes softmax(q k^T / sqrt(d)) explicitly and keeps it for the loss."""
+    """An ``attn2`` processor that computes the probabilities explicitly (as the recorder does) and keeps them."""
 
     def __init__(self, capture: GroundingCapture) -> None:
         self.capture = capture
@@ -77,12 +78,10 @@ class _ExplicitCrossAttention:
         if encoder_hidden_states is None or attention_mask is not None or hidden_states.ndim != 3:
             raise ValueError("grounding expects SD1 cross-attention: (B, N, C) queries, a context, no mask")
         batch = hidden_states.shape[0]
-        query, key, value = attn.to_q(hidden_states), attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, N, h*D) -> (B, h, N, D)
-        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, T, h*D) -> (B, h, T, D)
+        probs = unet_cross_probs(attn, hidden_states, encoder_hidden_states, None)  # (B, h, N, T), float32
+        value = attn.to_v(encoder_hidden_states)
+        head_dim = value.shape[-1] // attn.heads
         value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, T, h*D) -> (B, h, T, D)
-        probs = torch.softmax((query @ key.transpose(-1, -2)) * head_dim**-0.5, dim=-1)  # (B, h, N, T)
         self.capture.probs.append(probs)
         out = (probs @ value).transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)  # (B, h, N, D) -> (B, N, h*D)
         out = attn.to_out[1](attn.to_out[0](out))
