@@ -12,7 +12,9 @@ Differences from the official loop, all documented in method.md §10:
 * Batches larger than 1 are supported, each sample with its own targets and its own stop rule (the official loop
   is batch 1, §10 item 3). Sample ``b`` of a batch gets exactly the updates it would get alone.
 * An optional early stop on the target probability (§10 item 6); the default (None) keeps the official behaviour.
-* Non-finite losses or gradients stop the loop with a warning and keep the last good latent.
+* Non-finite losses or gradients stop the loop with a warning and keep the last good latent, except on the first
+  forward: non-finite maps or logits there mean the denoiser or the classifier is broken (nothing was updated yet
+  that could have caused them), and :class:`NonFiniteOutputError` is raised instead of returning an unsteered latent.
 
 Inference mode: ``torch.inference_mode()`` cannot be left with ``torch.enable_grad()``. This function raises a
 ``RuntimeError`` when called inside inference mode; the caller (the ComfyUI adapter) must wrap the call in
@@ -53,6 +55,20 @@ STOP_REASONS: tuple[str, ...] = (
     "no_targets",
 )
 """Values of :attr:`RefineResult.stopped`. ``non_finite_gradient`` also covers a non-finite loss."""
+
+
+class NonFiniteOutputError(ValueError):
+    """The first forward of :func:`refine_latent` gave non-finite attention maps or classifier logits.
+
+    Attributes:
+        source: ``"maps"`` (the denoiser's attention maps) or ``"logits"`` (the classifier's output on finite maps).
+        step_index: the classifier step index of the call.
+    """
+
+    def __init__(self, message: str, source: str, step_index: int) -> None:
+        super().__init__(message)
+        self.source = source
+        self.step_index = step_index
 
 
 @dataclass(frozen=True)
@@ -182,7 +198,8 @@ def refine_latent(
     ``.grad`` of the classifier's (or the model's) parameters and their ``requires_grad`` flags are untouched. The
     loop runs under ``torch.enable_grad()``, so it works when the caller is in ``torch.no_grad()``; it does not work
     under ``torch.inference_mode()`` (see the module docstring). A non-finite loss or gradient of a sample that
-    would be updated logs a warning and stops the whole loop, keeping the latent from before that iteration.
+    would be updated logs a warning and stops the whole loop, keeping the latent from before that iteration; on the
+    first forward, non-finite maps or logits raise :class:`NonFiniteOutputError` instead.
 
     Args:
         latent: (B, ...) noisy latent of any floating dtype; not modified.
@@ -201,6 +218,7 @@ def refine_latent(
 
     Raises:
         ValueError: bad arguments, or maps/logits of the wrong shape, or a target outside the classifier's classes.
+        NonFiniteOutputError: the first forward gave non-finite maps or logits (a broken model or classifier).
         RuntimeError: called inside ``torch.inference_mode()``.
     """
     batch = _validate_arguments(latent, targets, step_index, step_size, iterations, loss_threshold,
@@ -219,6 +237,7 @@ def refine_latent(
     if stopped == "no_targets":
         logger.debug("refine_latent: every target is %d (ignore); the latent is returned unchanged", IGNORE_INDEX)
 
+    first_forward = True
     with torch.enable_grad():
         for k in range(iterations):
             if not bool(active.any()):
@@ -240,6 +259,9 @@ def refine_latent(
             steps = torch.full((batch,), step_index, dtype=torch.long, device=maps.device)  # (B,)
             logits = classifier(maps, steps)
             _check_logits(logits, batch, target_list)
+            if first_forward:
+                _check_first_forward_finite(maps, logits, step_index)
+                first_forward = False
             logits_f = logits.float()
             target_dev = target.to(logits_f.device)
             losses = F.cross_entropy(logits_f, target_dev, reduction="none", ignore_index=IGNORE_INDEX)  # (B,)
@@ -377,6 +399,26 @@ def _check_maps(maps: Tensor, batch: int) -> None:
         raise ValueError(
             f"maps_fn must return maps of shape ({batch}, 2, C, S, S) (subject, object); got {found}. "
             "Stack the subject and object maps on dim 1 and keep the latent's batch size."
+        )
+
+
+def _check_first_forward_finite(maps: Tensor, logits: Tensor, step_index: int) -> None:
+    """Raise :class:`NonFiniteOutputError` when the first forward's maps or logits hold NaN or infinity."""
+    if not bool(torch.isfinite(maps.detach()).all()):
+        bad = int((~torch.isfinite(maps.detach())).sum())
+        raise NonFiniteOutputError(
+            f"The attention maps of the first steering forward (classifier step {step_index}) hold {bad} non-finite "
+            f"values of {maps.numel()}: the denoiser produced NaN or infinity on the unmodified latent. Check the "
+            "model and its dtype (fp16 overflow: try bf16 or fp32) before steering.",
+            source="maps", step_index=step_index,
+        )
+    if not bool(torch.isfinite(logits.detach()).all()):
+        shown = logits.detach().float().cpu()[:2].tolist()  # the first samples' logits, (<=2, R)
+        raise NonFiniteOutputError(
+            f"The relation classifier gave non-finite logits (first samples: {shown}) on finite "
+            f"attention maps (first steering forward, classifier step {step_index}): its weights are broken "
+            "(NaN or infinity) or overflow in its dtype. Re-export or re-download the classifier file.",
+            source="logits", step_index=step_index,
         )
 
 

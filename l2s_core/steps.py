@@ -3,13 +3,17 @@
 This module owns method.md §2.5 (the official lookup table from the sampling step to the classifier's trained step
 index, ``assign_by_intervals``) and our documented extension to schedules whose length differs from the one the
 classifier was trained on (§5.6: "map by relative position"), plus the matching default for how many steps to steer.
+It also places partial schedules (img2img, split sigmas) in the from-noise schedule they are the tail of, so that
+both the classifier step and the default steered range follow the noise level rather than the position in the
+shortened schedule, and derives the per-step seeds of steered sampler calls.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -165,3 +169,150 @@ def default_last_steered_step(num_steps: int, official_last_step: int, official_
         )
     scaled = _round_half_up_ratio(official_last_step * num_steps, official_num_steps)
     return min(max(scaled, 1), num_steps)
+
+
+# -- partial schedules (img2img, split sigmas) ----------------------------------------------------------------------
+#
+# A schedule that does not start from pure noise (KSampler denoise < 1, the second half of SplitSigmas) is the tail of
+# a longer from-noise schedule: ComfyUI's KSampler runs the last ``steps`` steps of ``int(steps / denoise)``. Its step
+# ``i`` is step ``full_steps - num_steps + i`` of that full schedule, which is what the classifier's step embedding
+# and the official steered range refer to (both are defined on a from-noise run).
+
+
+def full_steps_for_denoise(steps: int, denoise: float) -> int:
+    """Length of the from-noise schedule whose last ``steps`` steps a KSampler with ``denoise`` runs.
+
+    This is ComfyUI's own rule (``KSampler.set_steps``): ``denoise > 0.9999`` runs the whole schedule, otherwise the
+    last ``steps`` of ``int(steps / denoise)`` steps.
+
+    Raises:
+        ValueError: ``steps < 1`` or ``denoise`` not in (0, 1].
+    """
+    steps = _as_int(steps, "The number of sampling steps")
+    if steps < 1:
+        raise ValueError(f"The number of sampling steps must be >= 1, got {steps}.")
+    if not (isinstance(denoise, (int, float)) and 0.0 < denoise <= 1.0):
+        raise ValueError(f"denoise must be in (0, 1] to run any step, got {denoise!r}.")
+    if denoise > 0.9999:
+        return steps
+    return max(int(steps / denoise), steps)
+
+
+def progress_at_sigma(sigma: float, percent_to_sigma: Callable[[float], float], tolerance: float = 1e-6) -> float:
+    """Where a noise level sits on the model's from-noise scale: 0.0 = pure noise, 1.0 = clean.
+
+    ``percent_to_sigma`` is the model's own map from that scale to sigma (ComfyUI's ``model_sampling
+    .percent_to_sigma``; the ``normal`` and ``simple`` schedulers step uniformly along it). It must decrease with the
+    percentage; it is inverted by bisection.
+
+    Args:
+        sigma: the noise level, >= 0.
+        percent_to_sigma: decreasing map from [0, 1] to sigma.
+        tolerance: bisection stops when the bracket is narrower than this.
+
+    Returns:
+        The percentage in [0, 1].
+    """
+    if not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}.")
+    low, high = 0.0, 1.0  # percent_to_sigma(low) >= sigma >= percent_to_sigma(high)
+    if sigma >= percent_to_sigma(tolerance):
+        return 0.0
+    if sigma <= percent_to_sigma(1.0 - tolerance):
+        return 1.0
+    while high - low > tolerance:
+        middle = 0.5 * (low + high)
+        if percent_to_sigma(middle) >= sigma:
+            low = middle
+        else:
+            high = middle
+    return 0.5 * (low + high)
+
+
+def estimate_full_steps(num_steps: int, start_progress: float, first_step_progress: float) -> int:
+    """Estimate the length of the from-noise schedule a schedule of unknown origin (SamplerCustom sigmas) is the tail of.
+
+    The schedule's first noise level sits at ``start_progress`` on the model's from-noise scale
+    (:func:`progress_at_sigma`); its ``num_steps`` steps cover the rest, so a schedule spaced the same way from pure
+    noise would have ``num_steps / (1 - start_progress)`` steps (exact for ComfyUI's ``simple`` scheduler, within
+    ``1 / denoise`` steps for the others). A schedule whose first step lies less than one of its own steps below pure
+    noise (``start_progress < first_step_progress - start_progress``, e.g. ``ddim_uniform`` from noise) starts from
+    noise: the result is ``num_steps``.
+
+    Args:
+        num_steps: steps of the schedule, >= 1.
+        start_progress: progress of its first sigma, in [0, 1).
+        first_step_progress: progress of its second sigma (after the first step), in [start_progress, 1].
+
+    Returns:
+        The estimated full length, >= ``num_steps``.
+    """
+    num_steps = _as_int(num_steps, "The number of sampling steps")
+    if num_steps < 1:
+        raise ValueError(f"The number of sampling steps must be >= 1, got {num_steps}.")
+    if not 0.0 <= start_progress < 1.0:
+        raise ValueError(f"The schedule's start must lie in [0, 1) on the from-noise scale, got {start_progress!r}.")
+    if start_progress < max(first_step_progress - start_progress, 0.0) or start_progress == 0.0:
+        return num_steps
+    return max(num_steps, round(num_steps / (1.0 - start_progress)))
+
+
+def classifier_step_in_schedule(step: int, num_steps: int, full_steps: int, trained_steps: Sequence[int],
+                                trained_num_steps: int) -> int:
+    """The classifier step index of step ``step`` of a schedule that is the tail of a ``full_steps`` from-noise one.
+
+    Step ``step`` is step ``full_steps - num_steps + step`` of the full schedule, which is then mapped as in
+    :func:`classifier_step_index`. With ``full_steps == num_steps`` (a from-noise run) this is exactly
+    :func:`classifier_step_index`; a partial denoise uses the later, less noisy classifier steps its latents really
+    have.
+
+    Raises:
+        ValueError: ``full_steps < num_steps`` or any argument :func:`classifier_step_index` rejects.
+    """
+    offset = _schedule_offset(num_steps, full_steps)
+    return classifier_step_index(offset + _as_int(step, "The sampling step"), full_steps, trained_steps,
+                                 trained_num_steps)
+
+
+def default_steered_steps(num_steps: int, full_steps: int, official_last_step: int, official_num_steps: int) -> int:
+    """How many leading steps of a (possibly partial) schedule the official preset steers.
+
+    The official range, scaled to the full from-noise schedule (:func:`default_last_steered_step`), is kept where it
+    overlaps this schedule: steps whose full-schedule index is below the scaled end. A schedule that starts past
+    the end (e.g. ``denoise <= 0.5`` for SD and FLUX-dev, whose official range is the first half) gets 0: the layout
+    already comes from the input latent, and steering there would fight it.
+
+    Returns:
+        The number of leading steps to steer, ``0 .. num_steps``.
+    """
+    offset = _schedule_offset(num_steps, full_steps)
+    end = default_last_steered_step(full_steps, official_last_step, official_num_steps)
+    return min(max(end - offset, 0), num_steps)
+
+
+def _schedule_offset(num_steps: int, full_steps: int) -> int:
+    """Steps of the full schedule before this one's first step; validates both lengths."""
+    num_steps = _as_int(num_steps, "The number of sampling steps")
+    full_steps = _as_int(full_steps, "The length of the full schedule")
+    if num_steps < 1 or full_steps < num_steps:
+        raise ValueError(
+            f"The full from-noise schedule ({full_steps} steps) must be at least as long as the schedule being "
+            f"sampled ({num_steps} steps, >= 1)."
+        )
+    return full_steps - num_steps
+
+
+SEED_MODULUS = 2**64
+"""Seeds are unsigned 64-bit integers (ComfyUI's KSampler accepts 0 .. 2**64 - 1)."""
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed for the sampler call that starts at ``step``: ``seed + step`` wrapped into 0 .. 2**64 - 1.
+
+    Steered steps call the stock sampler one step at a time; ancestral and SDE samplers draw fresh noise per call,
+    so each call gets its own seed. Wrapping keeps every seed the stock KSampler accepts valid (``2**64 - 2`` plus
+    step 2 wraps to 0 instead of overflowing torch's generator).
+    """
+    seed = _as_int(seed, "The seed")
+    step = _as_int(step, "The sampling step")
+    return (seed + step) % SEED_MODULUS
