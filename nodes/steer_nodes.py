@@ -12,6 +12,7 @@ import latent_preview
 from comfy_api.latest import io, ui
 
 from ..l2s_core.checkpoint import LoadedClassifier
+from ..l2s_core.steps import full_steps_for_denoise
 from .steering import SteeringJob, SteeringOptions, SteeringSettings, steering_sampler
 from .types import CATEGORY, RelationClassifierType, SteeringTraceType
 
@@ -22,7 +23,9 @@ def steering_inputs() -> list[io.Input]:
         io.Int.Input(
             "last_steered_step", default=-1, min=-1, max=10000,
             tooltip="Steer denoising steps 0 .. this-1. -1 = the official preset scaled to your step count (first "
-            "half of the schedule for SD and FLUX-dev, only the first step for FLUX-schnell). 0 turns steering off.",
+            "half of the schedule for SD and FLUX-dev, only the first step for FLUX-schnell); with denoise < 1, the "
+            "part of that range the shortened schedule still covers (none at denoise 0.5 or lower). 0 turns "
+            "steering off.",
         ),
         io.Float.Input(
             "step_size", default=0.0, min=0.0, max=1000.0, step=0.1,
@@ -77,6 +80,13 @@ def _summary(job: SteeringJob) -> ui.PreviewText:
     return ui.PreviewText(json.dumps(job.trace.summary()))
 
 
+def _combo_error(name: str, value: Any, options: list[str], what: str) -> str | None:
+    """The validation message for a combo value ComfyUI does not know, or None when it is valid."""
+    if value is None or value in options:  # None: a linked input, checked when it runs
+        return None
+    return f"{name} {value!r} is not one of ComfyUI's {what}: {', '.join(options)}."
+
+
 class LearnedSpatialSteer(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -103,7 +113,9 @@ class LearnedSpatialSteer(io.ComfyNode):
                 io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS,
                                tooltip="The noise schedule."),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="How much of the schedule to run (1.0 = from pure noise)."),
+                               tooltip="How much of the schedule to run (1.0 = from pure noise). Below 1 the "
+                               "classifier reads the steps at their real noise level, and the default steers less "
+                               "(see last_steered_step)."),
                 *steering_inputs(),
             ],
             outputs=[
@@ -113,6 +125,18 @@ class LearnedSpatialSteer(io.ComfyNode):
                                          "Preview."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, sampler_name: str | None = None, scheduler: str | None = None) -> bool | str:
+        """Reject unknown sampler and scheduler names before the prompt is queued (HTTP 400), as KSampler does.
+
+        ComfyUI checks combo values against their options for V1 nodes only; a V3 node must do it itself.
+        """
+        errors = [e for e in (
+            _combo_error("sampler_name", sampler_name, list(comfy.samplers.KSampler.SAMPLERS), "samplers"),
+            _combo_error("scheduler", scheduler, list(comfy.samplers.KSampler.SCHEDULERS), "schedulers"),
+        ) if e is not None]
+        return " ".join(errors) if errors else True
 
     @classmethod
     def execute(cls, model: Any, classifier: LoadedClassifier, positive: Any, negative: Any,
@@ -127,7 +151,8 @@ class LearnedSpatialSteer(io.ComfyNode):
         progress = _Progress(model, steps)
         job = SteeringJob(classifier, steering_options(last_steered_step, step_size, iterations,
                                                        early_stop_probability),
-                          on_iteration=progress.on_iteration, on_start=progress.on_start)
+                          on_iteration=progress.on_iteration, on_start=progress.on_start,
+                          full_steps=full_steps_for_denoise(steps, denoise) if denoise > 0 else None)
         sampler = steering_sampler(job, comfy.samplers.sampler_object(sampler_name))
         samples = comfy.sample.sample_custom(
             model, noise, cfg, sampler, sigmas, positive, negative, latent,

@@ -1,14 +1,20 @@
 """The steering sampler: Learn-to-Steer's test-time optimisation wrapped around any stock ComfyUI sampler.
 
-For each of the first ``last_step`` steps of the schedule, the latent is refined by gradient steps on the
-classifier's cross-entropy (l2s_core.optimize), then exactly one step of the chosen stock sampler runs on it; the
-rest of the schedule goes to that sampler in one call. Multistep samplers (dpmpp_2m, uni_pc, ...) therefore restart
-their history after every steered step and are first-order there; single-step samplers are unaffected.
+For each steered step of the schedule (the first ``last_step`` steps where the spatial conditioning is active), the
+latent is refined by gradient steps on the classifier's cross-entropy (l2s_core.optimize), then exactly one step of
+the chosen stock sampler runs on it; the steps in between and the rest of the schedule go to that sampler in one
+call each. Multistep samplers (dpmpp_2m, uni_pc, ...) therefore restart their history after every steered step and
+are first-order there; single-step samplers are unaffected.
 
-Steering forwards run the conditional branch only (method.md §5.1) through ``calc_cond_batch`` with a private copy
-of ``model_options`` that carries the attention capture, so every other forward keeps the user's fast attention
-untouched. Gradients are taken with respect to the denoiser's scaled input (the diffusers ``z_t`` the official step
-sizes were tuned for, method.md §5.6) and converted back to the sampler's latent.
+Steering forwards run the conditional branch of the Spatial Prompt Encode entry only (method.md §5.1; the other
+positive entries are left to the normal steps, :mod:`.steered_conditioning`) through ``calc_cond_batch`` with a
+private copy of ``model_options`` that carries the attention capture, so every other forward keeps the user's fast
+attention untouched. Gradients are taken with respect to the denoiser's scaled input (the diffusers ``z_t`` the
+official step sizes were tuned for, method.md §5.6) and converted back to the sampler's latent.
+
+A schedule that does not start from pure noise (img2img, split sigmas) is placed in the from-noise schedule it is
+the tail of (:mod:`l2s_core.steps`): the classifier gets the step embedding of the noise level, and the default
+steered range is the part of the official range the schedule still covers.
 """
 
 from __future__ import annotations
@@ -26,12 +32,12 @@ import torch
 
 from ..l2s_core.checkpoint import LoadedClassifier
 from ..l2s_core.layout import check_channel_count, classifier_input
-from ..l2s_core.optimize import IterationRecord, refine_latent
+from ..l2s_core.optimize import IterationRecord, NonFiniteOutputError, refine_latent
 from ..l2s_core.settings import SteeringOptions, SteeringSettings
-from ..l2s_core.steps import classifier_step_index
+from ..l2s_core.steps import classifier_step_in_schedule, estimate_full_steps, progress_at_sigma, step_seed
 from .autograd import autograd_weights, gradient_mode
 from .capture import AttentionCapture, CaptureRequest
-from .spatial_prompt import SPEC_KEY, SpatialSpec
+from .steered_conditioning import SteeredEntry, plan_steered_steps
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +59,34 @@ class StepTrace:
 
 @dataclass
 class SteeringTrace:
-    """Per-run record of steering, shown by the Attention Preview node and in the node's UI text."""
+    """Per-run record of steering, shown by the Attention Preview node and in the node's UI text.
+
+    Attributes:
+        relations: the steered relations, "subject relation object".
+        steps: one record per steered step.
+        num_steps: length of the schedule sampled.
+        full_steps: length of the from-noise schedule it is the tail of (== num_steps from pure noise).
+        notes: why steps were not steered (partial denoise past the steered range, conditioning inactive).
+    """
 
     relations: list[str] = field(default_factory=list)
     steps: list[StepTrace] = field(default_factory=list)
+    num_steps: int = 0
+    full_steps: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def reset(self) -> None:
+        """Clear the record at the start of a sampling run (node outputs are cached across prompts)."""
+        self.relations, self.steps, self.notes = [], [], []
+        self.num_steps = self.full_steps = 0
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary: target probability before and after each steered step."""
         return {
             "relations": self.relations,
+            "num_steps": self.num_steps,
+            "full_steps": self.full_steps,
+            "notes": self.notes,
             "steps": [
                 {
                     "step": s.step,
@@ -85,6 +110,9 @@ class SteeringJob:
     trace: SteeringTrace = field(default_factory=SteeringTrace)
     on_iteration: Callable[[], None] | None = None
     on_start: Callable[[SteeringSettings, int], None] | None = None
+    full_steps: int | None = None
+    """Length of the from-noise schedule the sigmas are the tail of, when the caller knows it (KSampler: from
+    steps and denoise); None estimates it from the first sigma on the model's noise scale."""
 
 
 def model_layout(base_model: Any) -> tuple[str, int]:
@@ -100,17 +128,6 @@ def model_layout(base_model: Any) -> tuple[str, int]:
     raise ValueError(
         f"Learned Spatial Steer supports SD1.x, SD2.x, SDXL (UNet), SD3 and FLUX.1 models; this model's denoiser is "
         f"{name} ({type(base_model.model_config).__name__})."
-    )
-
-
-def find_spec(conds: list[dict[str, Any]]) -> SpatialSpec:
-    for cond in conds:
-        spec = cond.get(SPEC_KEY)
-        if isinstance(spec, SpatialSpec):
-            return spec
-    raise ValueError(
-        "The positive conditioning carries no spatial relation. Encode the prompt with the 'Spatial Prompt Encode' "
-        "node (it works like CLIP Text Encode and records which tokens name the two objects)."
     )
 
 
@@ -142,20 +159,25 @@ def _backward_capable_attention() -> Callable[..., torch.Tensor] | None:
 
 
 def steer_step(model: Any, x: torch.Tensor, sigmas: torch.Tensor, step: int, extra_args: dict[str, Any],
-               job: SteeringJob, settings: SteeringSettings, spec: SpatialSpec) -> torch.Tensor:
-    """Refine the sampler's latent ``x`` at ``sigmas[step]``; returns the new latent in x's dtype."""
+               job: SteeringJob, settings: SteeringSettings, steered: SteeredEntry, full_steps: int) -> torch.Tensor:
+    """Refine the sampler's latent ``x`` at ``sigmas[step]``; returns the new latent in x's dtype.
+
+    Only ``steered.entry`` (the spatial conditioning) is run, with its own tokens and area; ``full_steps`` places
+    the schedule in its from-noise schedule for the classifier's step embedding.
+    """
     guider = model.inner_model
     base = guider.inner_model
-    positive = guider.conds["positive"]
     layout, patch = model_layout(base)
-    text_length = int(positive[0]["cross_attn"].shape[1])
+    spec = steered.spec
     classifier = job.classifier
     capture = AttentionCapture(grad_attention=_backward_capable_attention())
     options = _capture_options(extra_args.get("model_options", {}), capture, base, layout)
     batch = x.shape[0]
     device = x.device
     num_steps = len(sigmas) - 1
-    class_step = classifier_step_index(step, num_steps, classifier.trained_steps, classifier.trained_num_steps)
+    full_step = full_steps - num_steps + step
+    class_step = classifier_step_in_schedule(step, num_steps, full_steps, classifier.trained_steps,
+                                             classifier.trained_num_steps)
 
     with gradient_mode():
         sigma = sigmas[step].detach().clone().to(device)
@@ -168,14 +190,19 @@ def steer_step(model: Any, x: torch.Tensor, sigmas: torch.Tensor, step: int, ext
 
         def maps_fn(z_leaf: torch.Tensor, triplet: int) -> torch.Tensor:
             positions = spec.positions[triplet]
-            capture.begin(CaptureRequest(layout, text_length, positions.subject, positions.object,
-                                         (x.shape[-2], x.shape[-1]), patch))
+            capture.begin(CaptureRequest(layout, steered.text_length, positions.subject, positions.object,
+                                         steered.latent_size, patch))
             try:
-                comfy.samplers.calc_cond_batch(base, [positive], (z_leaf / scale).to(x.dtype), sigma_in, options)
+                comfy.samplers.calc_cond_batch(base, [[steered.entry]], (z_leaf / scale).to(x.dtype), sigma_in,
+                                               options)
             finally:
                 subject, obj = capture.end()
             if not subject:
-                raise RuntimeError("No text attention was captured during the steering forward pass.")
+                raise RuntimeError(
+                    f"No text attention was captured during the steering forward pass (text length "
+                    f"{steered.text_length}, latent area {steered.latent_size}). The model's attention does not go "
+                    "through ComfyUI's attention functions; another custom node may have replaced them."
+                )
             maps = classifier_input(subject, obj, layout, classifier.map_size)  # (B, 2, C, S, S)
             check_channel_count(classifier.channels, maps.shape[2], expected_family=classifier.family)
             snapshots.append(maps.detach().mean(dim=2).cpu())  # (B, 2, S, S)
@@ -186,24 +213,60 @@ def steer_step(model: Any, x: torch.Tensor, sigmas: torch.Tensor, step: int, ext
             if job.on_iteration is not None:
                 job.on_iteration()
 
-        result = refine_latent(
-            z, maps_fn, classifier.model, targets,
-            step_index=class_step, step_size=settings.step_size, iterations=settings.iterations,
-            loss_threshold=settings.threshold_for(step), early_stop_probability=settings.early_stop_probability,
-            on_iteration=on_iteration,
-        )
+        try:
+            result = refine_latent(
+                z, maps_fn, classifier.model, targets,
+                step_index=class_step, step_size=settings.step_size, iterations=settings.iterations,
+                loss_threshold=settings.threshold_for(full_step),
+                early_stop_probability=settings.early_stop_probability, on_iteration=on_iteration,
+            )
+        except NonFiniteOutputError as error:
+            raise ValueError(_non_finite_message(error, classifier)) from error
         new_x = (result.latent / scale).to(x.dtype)
     if snapshots:
         job.trace.steps.append(StepTrace(step, float(sigma), class_step, result.stopped, result.records,
                                          snapshots[0], snapshots[-1]))
-    logger.info("L2S step %d: p(target) %s -> %s (%s, %d iterations)", step,
+    logger.info("L2S step %d (classifier step %d): p(target) %s -> %s (%s, %d iterations)", step, class_step,
                 _fmt(result.initial_target_probability), _fmt(result.final_target_probability), result.stopped,
                 len(result.records))
     return new_x
 
 
+def _non_finite_message(error: NonFiniteOutputError, classifier: LoadedClassifier) -> str:
+    """Say which file is broken and how, for a NaN/inf at the first classifier call."""
+    name = classifier.source_path or "the relation classifier (built in memory)"
+    if error.source == "maps":
+        return (f"Learned Spatial Steer: {error} The classifier ({name}) was not the cause.")
+    broken = [n for n, t in list(classifier.model.named_parameters()) + list(classifier.model.named_buffers())
+              if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        listed = ", ".join(broken[:5]) + (f" and {len(broken) - 5} more" if len(broken) > 5 else "")
+        what = f"its weights hold NaN or infinity ({listed})"
+    else:
+        what = "its weights are finite but its logits overflow"
+    return (
+        f"Learned Spatial Steer: the relation classifier {name} gives non-finite logits at the first steering step "
+        f"(classifier step {error.step_index}), so it cannot steer: {what}. The file is damaged or was exported "
+        "from a diverged training run; re-export it from a good checkpoint (python -m training export) or "
+        "download it again, and load it with Load Relation Classifier."
+    )
+
+
 def _fmt(values: tuple[float, ...]) -> str:
     return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
+
+
+def _full_steps(job: SteeringJob, base: Any, sigmas: torch.Tensor) -> int:
+    """The from-noise schedule length: given by the node (KSampler), else estimated from the first sigmas."""
+    num_steps = len(sigmas) - 1
+    if job.full_steps is not None:
+        return max(job.full_steps, num_steps)
+    percent_to_sigma = base.model_sampling.percent_to_sigma
+    start = progress_at_sigma(float(sigmas[0]), lambda p: float(percent_to_sigma(p)))
+    if float(sigmas[0]) >= float(base.model_sampling.sigma_max) * (1 - 1e-5) or start >= 1.0:
+        return num_steps  # ComfyUI's own "from pure noise" test (KSAMPLER.max_denoise)
+    second = progress_at_sigma(float(sigmas[1]), lambda p: float(percent_to_sigma(p)))
+    return estimate_full_steps(num_steps, start, second)
 
 
 def steering_sampler(job: SteeringJob, inner: Any) -> comfy.samplers.KSAMPLER:
@@ -219,33 +282,61 @@ def steering_sampler(job: SteeringJob, inner: Any) -> comfy.samplers.KSAMPLER:
                **_: Any) -> torch.Tensor:
         extra_args = {} if extra_args is None else extra_args
         guider = model.inner_model
-        spec = find_spec(guider.conds.get("positive", []))
-        job.trace.relations = [f"{t.subject} {t.relation} {t.object}" for t in spec.triplets]
+        positive = guider.conds.get("positive", [])
         num_steps = len(sigmas) - 1
-        settings = job.options.resolve(num_steps, job.classifier.family)
-        steered = max(0, settings.last_step)
-        job.trace.steps = []
+        if num_steps < 1:
+            return x
+        full_steps = _full_steps(job, guider.inner_model, sigmas)
+        settings = job.options.resolve(num_steps, job.classifier.family, full_steps)
+        job.trace.reset()
+        job.trace.num_steps, job.trace.full_steps = num_steps, full_steps
+        candidates = [s for s in range(max(0, settings.last_step)) if float(sigmas[s]) > 0]
+        plan = plan_steered_steps(positive, x, sigmas, candidates)  # fails here, before any sampling work
+        _note_unsteered(job, settings, num_steps, full_steps, candidates, plan)
+        relations = [f"{t.subject} {t.relation} {t.object}" for e in plan.values() for t in e.spec.triplets]
+        job.trace.relations = list(dict.fromkeys(relations))
         if job.on_start is not None:
             job.on_start(settings, num_steps)
         seed = extra_args.get("seed")
 
         def run_inner(x: torch.Tensor, first: int, last: int) -> torch.Tensor:
-            args = extra_args if seed is None or first == 0 else {**extra_args, "seed": seed + first}
+            args = extra_args if seed is None or first == 0 else {**extra_args, "seed": step_seed(seed, first)}
             shifted = None if callback is None else (lambda d: callback({**d, "i": d["i"] + first}))
             return inner.sampler_function(model, x, sigmas[first:last + 1], extra_args=args, callback=shifted,
                                           disable=disable, **inner.extra_options)
 
-        if steered:
+        done = 0
+        if plan:
             job.classifier.model.to(x.device)
             with autograd_weights(guider.inner_model.diffusion_model), autograd_weights(job.classifier.model):
-                for step in range(steered):
-                    if float(sigmas[step]) <= 0:
-                        break
+                for step, steered in sorted(plan.items()):
+                    if step > done:
+                        x = run_inner(x, done, step)
                     comfy.model_management.throw_exception_if_processing_interrupted()
-                    x = steer_step(model, x, sigmas, step, extra_args, job, settings, spec)
+                    x = steer_step(model, x, sigmas, step, extra_args, job, settings, steered, full_steps)
                     x = run_inner(x, step, step + 1)
-        if steered < num_steps:
-            x = run_inner(x, steered, num_steps)
+                    done = step + 1
+        if done < num_steps:
+            x = run_inner(x, done, num_steps)
         return x
 
     return comfy.samplers.KSAMPLER(sample, extra_options={}, inpaint_options=inner.inpaint_options)
+
+
+def _note_unsteered(job: SteeringJob, settings: SteeringSettings, num_steps: int, full_steps: int,
+                    candidates: list[int], plan: dict[int, SteeredEntry]) -> None:
+    """Record (trace notes and log) why fewer steps than asked are steered."""
+    if full_steps > num_steps:
+        note = (f"partial denoise: these {num_steps} steps are the last {num_steps} of a {full_steps}-step run from "
+                f"noise; classifier steps follow that run")
+        if job.options.last_step is None:
+            note += (f"; the official range covers {settings.last_step} of them"
+                     + (" (nothing is steered: the layout comes from the input latent; set last_steered_step to "
+                        "steer anyway)" if settings.last_step == 0 else ""))
+        job.trace.notes.append(note)
+    skipped = [s for s in candidates if s not in plan]
+    if skipped:
+        job.trace.notes.append(f"steps {skipped} not steered: the Spatial Prompt Encode conditioning is not active "
+                               "there (ConditioningSetTimestepRange)")
+    for note in job.trace.notes:
+        logger.info("L2S: %s", note)
