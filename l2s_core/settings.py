@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .presets import preset_for_family
-from .steps import default_steered_steps
+from .steps import ScheduleWindow
 
 
 @dataclass(frozen=True)
@@ -48,22 +48,24 @@ class SteeringOptions:
     iterations: int | None = None
     early_stop_probability: float | None = None
 
-    def resolve(self, num_steps: int, family: str, full_steps: int | None = None) -> SteeringSettings:
+    def resolve(self, num_steps: int, family: str, window: ScheduleWindow | None = None) -> SteeringSettings:
         """Fill the unset fields from the family's official preset, scaled to a ``num_steps`` schedule.
 
         Args:
             num_steps: length of the schedule being sampled.
             family: the classifier's family (selects the preset).
-            full_steps: length of the from-noise schedule this one is the tail of (img2img: ComfyUI's KSampler runs
-                the last ``steps`` of ``int(steps / denoise)``); None or ``num_steps`` for a run from pure noise.
-                The default steered range then covers the steps whose place in the full schedule the official
-                preset steers, which is none when the schedule starts past it (:func:`.steps.default_steered_steps`).
+            window: where the schedule sits in the from-noise run it is part of (img2img: ComfyUI's KSampler runs
+                the last ``steps`` of ``int(steps / denoise)``); None for a whole run from pure noise. The default
+                steered range then covers the steps whose place in the full run the official preset steers, which
+                is none when the schedule starts past it (:meth:`.steps.ScheduleWindow.default_steered_steps`).
         """
         preset = preset_for_family(family)
+        window = ScheduleWindow.from_noise(num_steps) if window is None else window
+        if window.num_steps != num_steps:
+            raise ValueError(f"The schedule window has {window.num_steps} steps, the schedule {num_steps}.")
         last_step = self.last_step
         if last_step is None:
-            last_step = default_steered_steps(num_steps, num_steps if full_steps is None else full_steps,
-                                              preset.last_step, preset.num_steps)
+            last_step = window.default_steered_steps(preset.last_step, preset.num_steps)
         return SteeringSettings(
             last_step=min(last_step, num_steps),
             step_size=preset.step_size if self.step_size is None else self.step_size,

@@ -14,6 +14,7 @@ import logging
 import math
 import operator
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
@@ -173,10 +174,10 @@ def default_last_steered_step(num_steps: int, official_last_step: int, official_
 
 # -- partial schedules (img2img, split sigmas) ----------------------------------------------------------------------
 #
-# A schedule that does not start from pure noise (KSampler denoise < 1, the second half of SplitSigmas) is the tail of
-# a longer from-noise schedule: ComfyUI's KSampler runs the last ``steps`` steps of ``int(steps / denoise)``. Its step
-# ``i`` is step ``full_steps - num_steps + i`` of that full schedule, which is what the classifier's step embedding
-# and the official steered range refer to (both are defined on a from-noise run).
+# A schedule that does not run all the way from pure noise to clean (KSampler denoise < 1, either half of
+# SplitSigmas) is a window of a longer from-noise schedule: ComfyUI's KSampler runs the last ``steps`` steps of
+# ``int(steps / denoise)``. Its step ``i`` is step ``offset + i`` of that full schedule, which is what the
+# classifier's step embedding and the official steered range refer to (both are defined on a from-noise run).
 
 
 def full_steps_for_denoise(steps: int, denoise: float) -> int:
@@ -229,77 +230,106 @@ def progress_at_sigma(sigma: float, percent_to_sigma: Callable[[float], float], 
     return 0.5 * (low + high)
 
 
-def estimate_full_steps(num_steps: int, start_progress: float, first_step_progress: float) -> int:
-    """Estimate the length of the from-noise schedule a schedule of unknown origin (SamplerCustom sigmas) is the tail of.
+@dataclass(frozen=True)
+class ScheduleWindow:
+    """Where the schedule being sampled sits in the from-noise schedule the model would have run.
 
-    The schedule's first noise level sits at ``start_progress`` on the model's from-noise scale
-    (:func:`progress_at_sigma`); its ``num_steps`` steps cover the rest, so a schedule spaced the same way from pure
-    noise would have ``num_steps / (1 - start_progress)`` steps (exact for ComfyUI's ``simple`` scheduler, within
-    ``1 / denoise`` steps for the others). A schedule whose first step lies less than one of its own steps below pure
-    noise (``start_progress < first_step_progress - start_progress``, e.g. ``ddim_uniform`` from noise) starts from
-    noise: the result is ``num_steps``.
-
-    Args:
-        num_steps: steps of the schedule, >= 1.
-        start_progress: progress of its first sigma, in [0, 1).
-        first_step_progress: progress of its second sigma (after the first step), in [start_progress, 1].
-
-    Returns:
-        The estimated full length, >= ``num_steps``.
+    Attributes:
+        num_steps: steps of the schedule being sampled, >= 1.
+        full_steps: steps of the from-noise schedule it is a window of, >= ``offset + num_steps``.
+        offset: steps of the full schedule before this one's first step (0 = starts from pure noise).
     """
-    num_steps = _as_int(num_steps, "The number of sampling steps")
-    if num_steps < 1:
-        raise ValueError(f"The number of sampling steps must be >= 1, got {num_steps}.")
-    if not 0.0 <= start_progress < 1.0:
-        raise ValueError(f"The schedule's start must lie in [0, 1) on the from-noise scale, got {start_progress!r}.")
-    if start_progress < max(first_step_progress - start_progress, 0.0) or start_progress == 0.0:
-        return num_steps
-    return max(num_steps, round(num_steps / (1.0 - start_progress)))
 
+    num_steps: int
+    full_steps: int
+    offset: int = 0
 
-def classifier_step_in_schedule(step: int, num_steps: int, full_steps: int, trained_steps: Sequence[int],
-                                trained_num_steps: int) -> int:
-    """The classifier step index of step ``step`` of a schedule that is the tail of a ``full_steps`` from-noise one.
+    def __post_init__(self) -> None:
+        for name in ("num_steps", "full_steps", "offset"):
+            _as_int(getattr(self, name), f"The schedule window's {name}")
+        if self.num_steps < 1 or self.offset < 0 or self.offset + self.num_steps > self.full_steps:
+            raise ValueError(
+                f"A schedule of {self.num_steps} steps (>= 1) starting at step {self.offset} (>= 0) does not fit a "
+                f"from-noise schedule of {self.full_steps} steps: the full schedule must be at least as long."
+            )
 
-    Step ``step`` is step ``full_steps - num_steps + step`` of the full schedule, which is then mapped as in
-    :func:`classifier_step_index`. With ``full_steps == num_steps`` (a from-noise run) this is exactly
-    :func:`classifier_step_index`; a partial denoise uses the later, less noisy classifier steps its latents really
-    have.
+    @classmethod
+    def from_noise(cls, num_steps: int) -> ScheduleWindow:
+        """A whole run from pure noise."""
+        return cls(num_steps, num_steps, 0)
 
-    Raises:
-        ValueError: ``full_steps < num_steps`` or any argument :func:`classifier_step_index` rejects.
-    """
-    offset = _schedule_offset(num_steps, full_steps)
-    return classifier_step_index(offset + _as_int(step, "The sampling step"), full_steps, trained_steps,
-                                 trained_num_steps)
+    @classmethod
+    def tail(cls, num_steps: int, full_steps: int) -> ScheduleWindow:
+        """The last ``num_steps`` of a ``full_steps`` run (KSampler with denoise < 1, see :func:`full_steps_for_denoise`)."""
+        return cls(num_steps, full_steps, full_steps - num_steps)
 
+    @classmethod
+    def estimate(cls, num_steps: int, start: float, second: float, end: float) -> ScheduleWindow:
+        """Place a schedule of unknown origin (SamplerCustom sigmas) from the progress of its noise levels.
 
-def default_steered_steps(num_steps: int, full_steps: int, official_last_step: int, official_num_steps: int) -> int:
-    """How many leading steps of a (possibly partial) schedule the official preset steers.
+        ``start``, ``second`` and ``end`` are the progress (:func:`progress_at_sigma`) of its first, second and last
+        sigma. Its ``num_steps`` steps span ``end - start`` of the from-noise scale, so a from-noise run spaced the
+        same way has ``num_steps / (end - start)`` steps (exact for ComfyUI's ``simple`` scheduler, within about
+        ``1 / (end - start)`` steps for the others) and this one starts at step ``start * full_steps``. A schedule
+        whose first step lies less than one of its own steps below pure noise (``start < second - start``, e.g.
+        ``ddim_uniform``) starts from noise; one that also ends clean is a whole run.
 
-    The official range, scaled to the full from-noise schedule (:func:`default_last_steered_step`), is kept where it
-    overlaps this schedule: steps whose full-schedule index is below the scaled end. A schedule that starts past
-    the end (e.g. ``denoise <= 0.5`` for SD and FLUX-dev, whose official range is the first half) gets 0: the layout
-    already comes from the input latent, and steering there would fight it.
+        Raises:
+            ValueError: the progress values are not ordered ``0 <= start <= second <= end <= 1`` with
+                ``start < end``.
+        """
+        num_steps = _as_int(num_steps, "The number of sampling steps")
+        if num_steps < 1:
+            raise ValueError(f"The number of sampling steps must be >= 1, got {num_steps}.")
+        if not 0.0 <= start <= second <= end <= 1.0 or start >= end:
+            raise ValueError(
+                f"The schedule's noise levels must decrease from start to end on the from-noise scale, got start "
+                f"{start!r}, second {second!r}, end {end!r} (0 = pure noise, 1 = clean)."
+            )
+        from_noise = start < second - start or start == 0.0
+        if from_noise and end >= 1.0:
+            return cls.from_noise(num_steps)
+        full = max(num_steps, round(num_steps / (end - start)))
+        offset = 0 if from_noise else min(round(start * full), full - num_steps)
+        if end >= 1.0:
+            offset = full - num_steps  # ends clean: a tail
+        return cls(num_steps, full, offset)
 
-    Returns:
-        The number of leading steps to steer, ``0 .. num_steps``.
-    """
-    offset = _schedule_offset(num_steps, full_steps)
-    end = default_last_steered_step(full_steps, official_last_step, official_num_steps)
-    return min(max(end - offset, 0), num_steps)
+    @property
+    def partial(self) -> bool:
+        """True unless this is a whole run from pure noise to clean."""
+        return self.full_steps != self.num_steps
 
+    def full_index(self, step: int) -> int:
+        """The full-schedule index of step ``step`` of this schedule."""
+        step = _as_int(step, "The sampling step")
+        if not 0 <= step < self.num_steps:
+            raise ValueError(
+                f"Sampling step {step} is outside the schedule of {self.num_steps} steps (valid: "
+                f"0..{self.num_steps - 1})."
+            )
+        return self.offset + step
 
-def _schedule_offset(num_steps: int, full_steps: int) -> int:
-    """Steps of the full schedule before this one's first step; validates both lengths."""
-    num_steps = _as_int(num_steps, "The number of sampling steps")
-    full_steps = _as_int(full_steps, "The length of the full schedule")
-    if num_steps < 1 or full_steps < num_steps:
-        raise ValueError(
-            f"The full from-noise schedule ({full_steps} steps) must be at least as long as the schedule being "
-            f"sampled ({num_steps} steps, >= 1)."
-        )
-    return full_steps - num_steps
+    def classifier_step(self, step: int, trained_steps: Sequence[int], trained_num_steps: int) -> int:
+        """The classifier step index of step ``step``: :func:`classifier_step_index` at its full-schedule index.
+
+        For a whole run this is exactly :func:`classifier_step_index`; a window uses the classifier steps of the
+        noise levels it really has (later ones for img2img).
+        """
+        return classifier_step_index(self.full_index(step), self.full_steps, trained_steps, trained_num_steps)
+
+    def default_steered_steps(self, official_last_step: int, official_num_steps: int) -> int:
+        """How many leading steps of this schedule the official preset steers.
+
+        The official range, scaled to the full schedule (:func:`default_last_steered_step`), is kept where it
+        overlaps this window. A window that starts past its end (e.g. ``denoise <= 0.5`` for SD and FLUX-dev, whose
+        official range is the first half) gets 0: the layout already comes from the input latent.
+
+        Returns:
+            The number of leading steps to steer, ``0 .. num_steps``.
+        """
+        end = default_last_steered_step(self.full_steps, official_last_step, official_num_steps)
+        return min(max(end - self.offset, 0), self.num_steps)
 
 
 SEED_MODULUS = 2**64

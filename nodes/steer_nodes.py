@@ -12,7 +12,7 @@ import latent_preview
 from comfy_api.latest import io, ui
 
 from ..l2s_core.checkpoint import LoadedClassifier
-from ..l2s_core.steps import full_steps_for_denoise
+from ..l2s_core.steps import ScheduleWindow, full_steps_for_denoise
 from .steering import SteeringJob, SteeringOptions, SteeringSettings, steering_sampler
 from .types import CATEGORY, RelationClassifierType, SteeringTraceType
 
@@ -152,7 +152,8 @@ class LearnedSpatialSteer(io.ComfyNode):
         job = SteeringJob(classifier, steering_options(last_steered_step, step_size, iterations,
                                                        early_stop_probability),
                           on_iteration=progress.on_iteration, on_start=progress.on_start,
-                          full_steps=full_steps_for_denoise(steps, denoise) if denoise > 0 else None)
+                          window=ScheduleWindow.tail(steps, full_steps_for_denoise(steps, denoise))
+                          if denoise > 0 else None)
         sampler = steering_sampler(job, comfy.samplers.sampler_object(sampler_name))
         samples = comfy.sample.sample_custom(
             model, noise, cfg, sampler, sigmas, positive, negative, latent,

@@ -12,9 +12,9 @@ private copy of ``model_options`` that carries the attention capture, so every o
 attention untouched. Gradients are taken with respect to the denoiser's scaled input (the diffusers ``z_t`` the
 official step sizes were tuned for, method.md §5.6) and converted back to the sampler's latent.
 
-A schedule that does not start from pure noise (img2img, split sigmas) is placed in the from-noise schedule it is
-the tail of (:mod:`l2s_core.steps`): the classifier gets the step embedding of the noise level, and the default
-steered range is the part of the official range the schedule still covers.
+A schedule that is not a whole run from pure noise (img2img, split sigmas) is placed in the from-noise schedule it is
+part of (:class:`l2s_core.steps.ScheduleWindow`): the classifier gets the step embedding of the noise level, and the
+default steered range is the part of the official range the schedule covers.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ..l2s_core.checkpoint import LoadedClassifier
 from ..l2s_core.layout import check_channel_count, classifier_input
 from ..l2s_core.optimize import IterationRecord, NonFiniteOutputError, refine_latent
 from ..l2s_core.settings import SteeringOptions, SteeringSettings
-from ..l2s_core.steps import classifier_step_in_schedule, estimate_full_steps, progress_at_sigma, step_seed
+from ..l2s_core.steps import ScheduleWindow, progress_at_sigma, step_seed
 from .autograd import autograd_weights, gradient_mode
 from .capture import AttentionCapture, CaptureRequest
 from .steered_conditioning import SteeredEntry, plan_steered_steps
@@ -65,7 +65,8 @@ class SteeringTrace:
         relations: the steered relations, "subject relation object".
         steps: one record per steered step.
         num_steps: length of the schedule sampled.
-        full_steps: length of the from-noise schedule it is the tail of (== num_steps from pure noise).
+        full_steps: length of the from-noise schedule it is part of (== num_steps for a whole run).
+        offset: steps of that schedule before this one's first step (0 = from pure noise).
         notes: why steps were not steered (partial denoise past the steered range, conditioning inactive).
     """
 
@@ -73,12 +74,13 @@ class SteeringTrace:
     steps: list[StepTrace] = field(default_factory=list)
     num_steps: int = 0
     full_steps: int = 0
+    offset: int = 0
     notes: list[str] = field(default_factory=list)
 
     def reset(self) -> None:
         """Clear the record at the start of a sampling run (node outputs are cached across prompts)."""
         self.relations, self.steps, self.notes = [], [], []
-        self.num_steps = self.full_steps = 0
+        self.num_steps = self.full_steps = self.offset = 0
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary: target probability before and after each steered step."""
@@ -86,6 +88,7 @@ class SteeringTrace:
             "relations": self.relations,
             "num_steps": self.num_steps,
             "full_steps": self.full_steps,
+            "offset": self.offset,
             "notes": self.notes,
             "steps": [
                 {
@@ -110,9 +113,9 @@ class SteeringJob:
     trace: SteeringTrace = field(default_factory=SteeringTrace)
     on_iteration: Callable[[], None] | None = None
     on_start: Callable[[SteeringSettings, int], None] | None = None
-    full_steps: int | None = None
-    """Length of the from-noise schedule the sigmas are the tail of, when the caller knows it (KSampler: from
-    steps and denoise); None estimates it from the first sigma on the model's noise scale."""
+    window: ScheduleWindow | None = None
+    """Where the sigmas sit in the from-noise run, when the caller knows it (KSampler: the tail given by steps and
+    denoise); None estimates it from the sigmas on the model's noise scale."""
 
 
 def model_layout(base_model: Any) -> tuple[str, int]:
@@ -159,11 +162,12 @@ def _backward_capable_attention() -> Callable[..., torch.Tensor] | None:
 
 
 def steer_step(model: Any, x: torch.Tensor, sigmas: torch.Tensor, step: int, extra_args: dict[str, Any],
-               job: SteeringJob, settings: SteeringSettings, steered: SteeredEntry, full_steps: int) -> torch.Tensor:
+               job: SteeringJob, settings: SteeringSettings, steered: SteeredEntry,
+               window: ScheduleWindow) -> torch.Tensor:
     """Refine the sampler's latent ``x`` at ``sigmas[step]``; returns the new latent in x's dtype.
 
-    Only ``steered.entry`` (the spatial conditioning) is run, with its own tokens and area; ``full_steps`` places
-    the schedule in its from-noise schedule for the classifier's step embedding.
+    Only ``steered.entry`` (the spatial conditioning) is run, with its own tokens and area; ``window`` places the
+    schedule in its from-noise run for the classifier's step embedding.
     """
     guider = model.inner_model
     base = guider.inner_model
@@ -174,10 +178,8 @@ def steer_step(model: Any, x: torch.Tensor, sigmas: torch.Tensor, step: int, ext
     options = _capture_options(extra_args.get("model_options", {}), capture, base, layout)
     batch = x.shape[0]
     device = x.device
-    num_steps = len(sigmas) - 1
-    full_step = full_steps - num_steps + step
-    class_step = classifier_step_in_schedule(step, num_steps, full_steps, classifier.trained_steps,
-                                             classifier.trained_num_steps)
+    full_step = window.full_index(step)
+    class_step = window.classifier_step(step, classifier.trained_steps, classifier.trained_num_steps)
 
     with gradient_mode():
         sigma = sigmas[step].detach().clone().to(device)
@@ -256,17 +258,22 @@ def _fmt(values: tuple[float, ...]) -> str:
     return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
 
 
-def _full_steps(job: SteeringJob, base: Any, sigmas: torch.Tensor) -> int:
-    """The from-noise schedule length: given by the node (KSampler), else estimated from the first sigmas."""
+def _schedule_window(job: SteeringJob, base: Any, sigmas: torch.Tensor) -> ScheduleWindow:
+    """Where the sigmas sit in the from-noise run: given by the node (KSampler), else estimated from the sigmas."""
     num_steps = len(sigmas) - 1
-    if job.full_steps is not None:
-        return max(job.full_steps, num_steps)
-    percent_to_sigma = base.model_sampling.percent_to_sigma
-    start = progress_at_sigma(float(sigmas[0]), lambda p: float(percent_to_sigma(p)))
-    if float(sigmas[0]) >= float(base.model_sampling.sigma_max) * (1 - 1e-5) or start >= 1.0:
-        return num_steps  # ComfyUI's own "from pure noise" test (KSAMPLER.max_denoise)
-    second = progress_at_sigma(float(sigmas[1]), lambda p: float(percent_to_sigma(p)))
-    return estimate_full_steps(num_steps, start, second)
+    if job.window is not None and job.window.num_steps == num_steps:
+        return job.window
+    model_sampling = base.model_sampling
+
+    def progress(sigma: torch.Tensor) -> float:
+        return progress_at_sigma(float(sigma), lambda p: float(model_sampling.percent_to_sigma(p)))
+
+    if float(sigmas[0]) >= float(model_sampling.sigma_max) * (1 - 1e-5) and float(sigmas[-1]) <= 0:
+        return ScheduleWindow.from_noise(num_steps)  # ComfyUI's own "from pure noise" test (KSAMPLER.max_denoise)
+    start, second, end = progress(sigmas[0]), progress(sigmas[1]), progress(sigmas[-1])
+    if start >= end:
+        return ScheduleWindow.from_noise(num_steps)  # not a decreasing schedule: nothing to place
+    return ScheduleWindow.estimate(num_steps, start, min(max(second, start), end), end)
 
 
 def steering_sampler(job: SteeringJob, inner: Any) -> comfy.samplers.KSAMPLER:
@@ -286,13 +293,13 @@ def steering_sampler(job: SteeringJob, inner: Any) -> comfy.samplers.KSAMPLER:
         num_steps = len(sigmas) - 1
         if num_steps < 1:
             return x
-        full_steps = _full_steps(job, guider.inner_model, sigmas)
-        settings = job.options.resolve(num_steps, job.classifier.family, full_steps)
+        window = _schedule_window(job, guider.inner_model, sigmas)
+        settings = job.options.resolve(num_steps, job.classifier.family, window)
         job.trace.reset()
-        job.trace.num_steps, job.trace.full_steps = num_steps, full_steps
+        job.trace.num_steps, job.trace.full_steps, job.trace.offset = num_steps, window.full_steps, window.offset
         candidates = [s for s in range(max(0, settings.last_step)) if float(sigmas[s]) > 0]
         plan = plan_steered_steps(positive, x, sigmas, candidates)  # fails here, before any sampling work
-        _note_unsteered(job, settings, num_steps, full_steps, candidates, plan)
+        _note_unsteered(job, settings, window, candidates, plan)
         relations = [f"{t.subject} {t.relation} {t.object}" for e in plan.values() for t in e.spec.triplets]
         job.trace.relations = list(dict.fromkeys(relations))
         if job.on_start is not None:
@@ -313,7 +320,7 @@ def steering_sampler(job: SteeringJob, inner: Any) -> comfy.samplers.KSAMPLER:
                     if step > done:
                         x = run_inner(x, done, step)
                     comfy.model_management.throw_exception_if_processing_interrupted()
-                    x = steer_step(model, x, sigmas, step, extra_args, job, settings, steered, full_steps)
+                    x = steer_step(model, x, sigmas, step, extra_args, job, settings, steered, window)
                     x = run_inner(x, step, step + 1)
                     done = step + 1
         if done < num_steps:
@@ -323,12 +330,13 @@ def steering_sampler(job: SteeringJob, inner: Any) -> comfy.samplers.KSAMPLER:
     return comfy.samplers.KSAMPLER(sample, extra_options={}, inpaint_options=inner.inpaint_options)
 
 
-def _note_unsteered(job: SteeringJob, settings: SteeringSettings, num_steps: int, full_steps: int,
-                    candidates: list[int], plan: dict[int, SteeredEntry]) -> None:
-    """Record (trace notes and log) why fewer steps than asked are steered."""
-    if full_steps > num_steps:
-        note = (f"partial denoise: these {num_steps} steps are the last {num_steps} of a {full_steps}-step run from "
-                f"noise; classifier steps follow that run")
+def _note_unsteered(job: SteeringJob, settings: SteeringSettings, window: ScheduleWindow, candidates: list[int],
+                    plan: dict[int, SteeredEntry]) -> None:
+    """Record (trace notes and log) where the schedule sits and why fewer steps than asked are steered."""
+    if window.partial:
+        note = (f"partial schedule: these {window.num_steps} steps are steps {window.offset}.."
+                f"{window.offset + window.num_steps - 1} of a {window.full_steps}-step run from noise; classifier "
+                "steps follow that run")
         if job.options.last_step is None:
             note += (f"; the official range covers {settings.last_step} of them"
                      + (" (nothing is steered: the layout comes from the input latent; set last_steered_step to "

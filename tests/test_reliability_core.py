@@ -15,10 +15,8 @@ from l2s_core.optimize import NonFiniteOutputError, refine_latent
 from l2s_core.settings import SteeringOptions
 from l2s_core.steps import (
     SEED_MODULUS,
-    classifier_step_in_schedule,
+    ScheduleWindow,
     classifier_step_index,
-    default_steered_steps,
-    estimate_full_steps,
     full_steps_for_denoise,
     progress_at_sigma,
     step_seed,
@@ -44,47 +42,61 @@ def test_full_steps_reject_a_denoise_that_runs_nothing(denoise: float) -> None:
         full_steps_for_denoise(20, denoise)
 
 
+def _tail_step(step: int, num_steps: int, full_steps: int) -> int:
+    return ScheduleWindow.tail(num_steps, full_steps).classifier_step(step, OFFICIAL_50, 50)
+
+
 def test_a_from_noise_schedule_maps_exactly_as_before() -> None:
     for n in (4, 20, 50):
-        assert [classifier_step_in_schedule(i, n, n, OFFICIAL_50, 50) for i in range(n)] == [
+        window = ScheduleWindow.from_noise(n)
+        assert not window.partial and window == ScheduleWindow.tail(n, n)
+        assert [window.classifier_step(i, OFFICIAL_50, 50) for i in range(n)] == [
             classifier_step_index(i, n, OFFICIAL_50, 50) for i in range(n)]
 
 
 def test_a_partial_schedule_uses_the_classifier_steps_of_its_noise_level() -> None:
     # denoise 0.5 with 50 steps is the second half of a 100-step run: its first step sits at position 50 of 100,
     # i.e. training step round(50 * 49 / 99) = 25 -> the table's bucket 25; the last step is the end of the schedule.
-    assert classifier_step_in_schedule(0, 50, 100, OFFICIAL_50, 50) == 25
-    assert classifier_step_in_schedule(49, 50, 100, OFFICIAL_50, 50) == 49
+    assert _tail_step(0, 50, 100) == 25
+    assert _tail_step(49, 50, 100) == 49
     # The shortened schedule alone would claim the noisiest bucket at its first step.
     assert classifier_step_index(0, 50, OFFICIAL_50, 50) == 5
     # Lower denoise -> later classifier steps, never earlier ones.
-    first = [classifier_step_in_schedule(0, 4, full_steps_for_denoise(4, d), OFFICIAL_50, 50)
-             for d in (1.0, 0.75, 0.5, 0.01)]
+    first = [_tail_step(0, 4, full_steps_for_denoise(4, d)) for d in (1.0, 0.75, 0.5, 0.01)]
     assert first == sorted(first) and first[0] == 5 and first[-1] == 49
+    # The first half of a 20-step run (SplitSigmas) keeps the classifier steps of that half.
+    head = ScheduleWindow(10, 20, 0)
+    assert [head.classifier_step(i, OFFICIAL_50, 50) for i in range(10)] == [
+        classifier_step_index(i, 20, OFFICIAL_50, 50) for i in range(10)]
 
 
 def test_default_steered_range_keeps_the_official_noise_range() -> None:
     # SD/FLUX-dev steer the first half of a from-noise run (25 of 50).
-    assert default_steered_steps(20, 20, 25, 50) == 10
-    assert default_steered_steps(20, 40, 25, 50) == 0  # denoise 0.5 starts where steering ends
-    assert default_steered_steps(20, 2000, 25, 50) == 0  # denoise 0.01
-    assert default_steered_steps(4, 5, 25, 50) == 2  # denoise 0.75: full 5 steps, end round(2.5)=3, offset 1
-    assert default_steered_steps(30, 40, 25, 50) == 10  # denoise 0.75: end 20 of 40, offset 10
-    assert default_steered_steps(4, 4, 1, 4) == 1  # FLUX-schnell from noise
+    assert ScheduleWindow.from_noise(20).default_steered_steps(25, 50) == 10
+    assert ScheduleWindow.tail(20, 40).default_steered_steps(25, 50) == 0  # denoise 0.5 starts where steering ends
+    assert ScheduleWindow.tail(20, 2000).default_steered_steps(25, 50) == 0  # denoise 0.01
+    assert ScheduleWindow.tail(4, 5).default_steered_steps(25, 50) == 2  # full 5 steps, end round(2.5)=3, offset 1
+    assert ScheduleWindow.tail(30, 40).default_steered_steps(25, 50) == 10  # end 20 of 40, offset 10
+    assert ScheduleWindow(10, 20, 0).default_steered_steps(25, 50) == 10  # the first half of a split run: all of it
+    assert ScheduleWindow.from_noise(4).default_steered_steps(1, 4) == 1  # FLUX-schnell from noise
 
 
 def test_settings_resolve_the_partial_default_and_keep_an_explicit_choice() -> None:
-    assert SteeringOptions().resolve(20, "sd2", full_steps=40).last_step == 0
-    assert SteeringOptions().resolve(20, "sd2", full_steps=27).last_step == 20 - 27 + 14  # end round(25*27/50)=14
+    assert SteeringOptions().resolve(20, "sd2", ScheduleWindow.tail(20, 40)).last_step == 0
+    assert SteeringOptions().resolve(20, "sd2", ScheduleWindow.tail(20, 27)).last_step == 14 - 7  # end 14 of 27
     assert SteeringOptions().resolve(20, "sd2").last_step == 10
-    assert SteeringOptions(last_step=3).resolve(20, "sd2", full_steps=40).last_step == 3
+    assert SteeringOptions(last_step=3).resolve(20, "sd2", ScheduleWindow.tail(20, 40)).last_step == 3
+    with pytest.raises(ValueError, match="window has 10 steps"):
+        SteeringOptions().resolve(20, "sd2", ScheduleWindow.from_noise(10))
 
 
-def test_full_schedule_shorter_than_the_run_is_refused() -> None:
+def test_a_window_that_does_not_fit_is_refused() -> None:
     with pytest.raises(ValueError, match="at least as long"):
-        classifier_step_in_schedule(0, 20, 10, OFFICIAL_50, 50)
+        ScheduleWindow.tail(20, 10)
     with pytest.raises(ValueError, match="at least as long"):
-        default_steered_steps(20, 19, 25, 50)
+        ScheduleWindow(10, 20, 11)
+    with pytest.raises(ValueError, match="outside the schedule"):
+        ScheduleWindow(10, 20, 0).full_index(10)
 
 
 def _discrete_percent_to_sigma(percent: float) -> float:
@@ -112,16 +124,22 @@ def test_progress_inverts_the_models_percent_scale() -> None:
         progress_at_sigma(math.nan, flux)
 
 
-def test_estimated_full_steps_for_unknown_schedules() -> None:
-    # A 'simple'-like schedule: step j of M at progress j / M.
+def test_estimated_windows_for_unknown_schedules() -> None:
+    # 'simple'-like schedules: step j of M at progress j / M, the last sigma 0 (progress 1).
     for full, n in ((40, 20), (8, 4), (400, 4), (27, 20)):
-        start, second = (full - n) / full, (full - n + 1) / full
-        assert estimate_full_steps(n, start, second) == full
-    assert estimate_full_steps(20, 0.0, 0.05) == 20
+        window = ScheduleWindow.estimate(n, (full - n) / full, (full - n + 1) / full, 1.0)
+        assert window == ScheduleWindow.tail(n, full)
+    assert ScheduleWindow.estimate(20, 0.0, 0.05, 1.0) == ScheduleWindow.from_noise(20)
     # ddim_uniform from noise: its first step sits 18 / 999 below the top, its steps are 50 / 999 apart.
-    assert estimate_full_steps(20, 48 / 999, 98 / 999) == 20
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        estimate_full_steps(20, 1.0, 1.0)
+    assert ScheduleWindow.estimate(20, 48 / 999, 98 / 999, 1.0) == ScheduleWindow.from_noise(20)
+    assert ScheduleWindow.estimate(10, 48 / 999, 98 / 999, 548 / 999) == ScheduleWindow(10, 20, 0)  # its first half
+    # The first and the middle part of a 'simple' 20-step run cut by SplitSigmas.
+    assert ScheduleWindow.estimate(10, 0.0, 0.05, 0.5) == ScheduleWindow(10, 20, 0)
+    assert ScheduleWindow.estimate(5, 0.25, 0.30, 0.5) == ScheduleWindow(5, 20, 5)
+    with pytest.raises(ValueError, match="must decrease"):
+        ScheduleWindow.estimate(20, 0.5, 0.4, 1.0)
+    with pytest.raises(ValueError, match="must decrease"):
+        ScheduleWindow.estimate(20, 1.0, 1.0, 1.0)
 
 
 # ------------------------------------------------------------------------------------------------------- seeds

@@ -192,32 +192,46 @@ def test_default_steered_range_for_partial_denoise(comfy_server: ComfyServer, cl
 
 
 @comfyui
-def test_sampler_custom_partial_schedule_is_placed_by_sigma(comfy_server: ComfyServer, classifier_name: str) -> None:
-    prompt = steer_prompt(FAMILY, classifier_name, "custom_partial", last_steered_step=1, iterations=1)
+@pytest.mark.parametrize("part", ["denoise_half", "split_first_half"])
+def test_sampler_custom_partial_schedule_is_placed_by_sigma(
+        comfy_server: ComfyServer, classifier_name: str, part: str) -> None:
+    """SamplerCustom with BasicScheduler(denoise 0.5), or with the first half of SplitSigmas of an 8-step run."""
+    steps = 4 if part == "denoise_half" else 8
+    denoise = 0.5 if part == "denoise_half" else 1.0
+    prompt = steer_prompt(FAMILY, classifier_name, f"custom_{part}")
+    sigmas: list[Any] = ["13", 0]
     prompt.update({
         "11": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
         "12": {"class_type": "L2S_LearnedSpatialSteerSampler", "inputs": {
-            "classifier": ["5", 0], "sampler": ["11", 0], "last_steered_step": 1, "step_size": 0.0,
+            "classifier": ["5", 0], "sampler": ["11", 0], "last_steered_step": -1, "step_size": 0.0,
             "iterations": 1, "early_stop_probability": 0.0}},
-        "13": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "simple", "steps": 4,
-                                                          "denoise": 0.5}},
+        "13": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "simple", "steps": steps,
+                                                          "denoise": denoise}},
         "14": {"class_type": "SamplerCustom", "inputs": {
             "model": ["1", 0], "add_noise": True, "noise_seed": 0, "cfg": 5.0, "positive": ["2", 0],
-            "negative": ["3", 0], "sampler": ["12", 0], "sigmas": ["13", 0], "latent_image": ["4", 0]}},
-        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["14", 0], "filename_prefix": "latents/cp"}},
+            "negative": ["3", 0], "sampler": ["12", 0], "sigmas": sigmas, "latent_image": ["4", 0]}},
+        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["14", 0], "filename_prefix": f"latents/c_{part}"}},
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["14", 0], "vae": ["1", 2]}},
         "9": {"class_type": "L2S_AttentionPreview", "inputs": {"trace": ["12", 1], "image": ["8", 0],
                                                                "steps": "every steered step"}},
     })
+    if part == "split_first_half":
+        prompt["15"] = {"class_type": "SplitSigmas", "inputs": {"sigmas": ["13", 0], "step": 4}}
+        prompt["14"]["inputs"]["sigmas"] = ["15", 0]
     del prompt["6"]
     seen = len(comfy_server.log_text())
-    comfy_server.submit(prompt)
-    # The SAMPLER does not know the denoise: it is estimated from the first sigma ('simple': exact, 8 steps).
-    # The trace object is shown by Attention Preview; this run's log lines carry the classifier step.
+    entry = comfy_server.submit(prompt)
+    # The SAMPLER knows neither denoise nor the split: both are placed from the sigmas ('simple': exactly).
+    # The trace object goes to Attention Preview; this run's log lines carry the classifier steps.
     log = comfy_server.log_text()[seen:]
-    expected = classifier_step_index(4, 8, TRAINED_STEPS, 50)
-    assert f"L2S step 0 (classifier step {expected})" in log, log[-3000:]
-    assert "last 4 of a 8-step run from noise" in log
+    first, expected_steered = (4, []) if part == "denoise_half" else (0, [0, 1, 2, 3])
+    assert f"steps {first}..{first + 3} of a 8-step run from noise" in log, log[-3000:]
+    for step in expected_steered:
+        expected = classifier_step_index(first + step, 8, TRAINED_STEPS, 50)
+        assert f"L2S step {step} (classifier step {expected})" in log, log[-3000:]
+    if not expected_steered:  # the second half of a from-noise run: past the official range (first half)
+        assert "L2S step 0 (" not in log and "nothing is steered" in log, log[-3000:]
+    assert comfy_server.output_files(entry), "Attention Preview produced no image"
 
 
 # ------------------------------------------------------------------------------------------------ 7: seeds
