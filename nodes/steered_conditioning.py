@@ -25,8 +25,8 @@ from .spatial_prompt import SPEC_KEY, SpatialSpec
 
 NO_SPATIAL_ENTRY = (
     "The positive conditioning carries no spatial relation. Encode the prompt with the 'Spatial Prompt Encode' "
-    "node (it works like CLIP Text Encode and records which tokens name the two objects). ConditioningConcat keeps "
-    "only the relation of its 'conditioning_to' input: connect Spatial Prompt Encode there."
+    "node (it works like CLIP Text Encode and records which tokens name the two objects). ConditioningConcat and "
+    "ConditioningAverage keep only the relation of their 'conditioning_to' input: connect Spatial Prompt Encode there."
 )
 
 

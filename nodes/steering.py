@@ -37,7 +37,7 @@ from ..l2s_core.settings import SteeringOptions, SteeringSettings
 from ..l2s_core.steps import ScheduleWindow, progress_at_sigma, step_seed
 from .autograd import autograd_weights, gradient_mode
 from .capture import AttentionCapture, CaptureRequest
-from .steered_conditioning import SteeredEntry, plan_steered_steps
+from .steered_conditioning import SteeredEntry, plan_steered_steps, spatial_entries
 
 logger = logging.getLogger(__name__)
 
@@ -300,8 +300,9 @@ def steering_sampler(job: SteeringJob, inner: Any) -> comfy.samplers.KSAMPLER:
         candidates = [s for s in range(max(0, settings.last_step)) if float(sigmas[s]) > 0]
         plan = plan_steered_steps(positive, x, sigmas, candidates)  # fails here, before any sampling work
         _note_unsteered(job, settings, window, candidates, plan)
-        relations = [f"{t.subject} {t.relation} {t.object}" for e in plan.values() for t in e.spec.triplets]
-        job.trace.relations = list(dict.fromkeys(relations))
+        specs = [e.spec for e in plan.values()] or [spec for _, _, spec in spatial_entries(positive)]
+        job.trace.relations = list(dict.fromkeys(f"{t.subject} {t.relation} {t.object}"
+                                                 for spec in specs for t in spec.triplets))
         if job.on_start is not None:
             job.on_start(settings, num_steps)
         seed = extra_args.get("seed")

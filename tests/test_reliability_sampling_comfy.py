@@ -98,6 +98,20 @@ def test_an_area_limited_spatial_prompt_is_steered_inside_its_area(
 
 
 @comfyui
+def test_concat_keeps_the_spatial_prompts_token_positions(comfy_server: ComfyServer, classifier_name: str) -> None:
+    prompt = _with_positive(steer_prompt(FAMILY, classifier_name, "concat"), {
+        "20": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": OTHER_TEXT}},
+        "26": {"class_type": "ConditioningConcat", "inputs": {"conditioning_to": ["2", 0],
+                                                              "conditioning_from": ["20", 0]}},
+    }, "26")
+    first = _first(comfy_server.submit(prompt))
+    assert first["p_after"][0] > first["p_before"][0]
+    prompt["26"]["inputs"] = {"conditioning_to": ["20", 0], "conditioning_from": ["2", 0]}
+    message = comfy_server.run_error(prompt)
+    assert "'conditioning_to'" in message and "Spatial Prompt Encode" in message, message
+
+
+@comfyui
 def test_two_spatial_prompts_at_once_name_the_node_to_change(
         comfy_server: ComfyServer, classifier_name: str) -> None:
     prompt = steer_prompt(FAMILY, classifier_name, "two_spatial")
@@ -114,21 +128,23 @@ def test_two_spatial_prompts_at_once_name_the_node_to_change(
 
 
 @comfyui
+@pytest.mark.parametrize("combined", [True, False])
 def test_a_spatial_prompt_active_only_later_is_an_error_before_sampling(
-        comfy_server: ComfyServer, classifier_name: str) -> None:
-    prompt = steer_prompt(FAMILY, classifier_name, "late_spatial")
-    prompt = _with_positive(prompt, {
-        **_timestep_range("24", "2", 0.5, 1.0),
-        "20": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": OTHER_TEXT}},
-        **_timestep_range("25", "20", 0.0, 0.5),
-        "21": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["24", 0],
-                                                               "conditioning_2": ["25", 0]}},
-    }, "21")
+        comfy_server: ComfyServer, classifier_name: str, combined: bool) -> None:
+    prefix = f"late_spatial_{combined}"
+    prompt = _with_positive(steer_prompt(FAMILY, classifier_name, prefix), _timestep_range("24", "2", 0.5, 1.0), "24")
+    if combined:  # the graph: another prompt covers the first half, where steering acts
+        prompt = _with_positive(prompt, {
+            "20": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": OTHER_TEXT}},
+            **_timestep_range("25", "20", 0.0, 0.5),
+            "21": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["24", 0],
+                                                                   "conditioning_2": ["25", 0]}},
+        }, "21")
     message = comfy_server.run_error(prompt)
     assert "not active at any steered step" in message, message
     assert "timestep range 0.5-1" in message and "ConditioningSetTimestepRange" in message, message
     with pytest.raises(FileNotFoundError):
-        comfy_server.latent_path("late_spatial")  # failed before anything was sampled and saved
+        comfy_server.latent_path(prefix)  # failed before anything was sampled and saved
 
 
 @comfyui
