@@ -8,8 +8,10 @@ Two formats are understood:
 * **official**: the ``.pth`` dicts of the Learn-to-Steer repository, read with ``torch.load(weights_only=True)``
   only. A file that needs arbitrary code to unpickle is refused, never executed.
 
-Every load rebuilds :class:`~.classifier.RelationClassifier` from the stored config and checks the weights key by
-key and shape by shape before loading them, so a wrong file fails with an expected-vs-found message.
+Every load checks each metadata field for its type and range (a message names the file, the field, what was found
+and what is expected), checks that the relation names are the canonical ones the steering nodes ask for, rebuilds
+:class:`~.classifier.RelationClassifier` from the stored config and checks the weights key by key and shape by shape
+before loading them, so a wrong file fails at load time, not later in the sampler.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,8 +30,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .classifier import OFFICIAL_INPUT_CHANNELS, ClassifierConfig, RelationClassifier
-from .families import get_family
-from .relations import canonical_relation
+from .families import LAYOUTS, get_family
+from .fields import field_error, require_int, require_int_list, require_mapping, require_str
+from .relations import canonical_relation, check_class_names
+from .safe_load import load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,6 @@ METADATA_KEY = "l2s"
 CONVERTER_NAME = "l2s_core.convert"
 CONVERTER_VERSION = 1
 OFFICIAL_FAMILIES: tuple[str, ...] = ("sd14", "sd2", "flux_schnell", "flux_dev")
-
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,11 @@ def load_classifier(path: str | os.PathLike[str], family: str | None = None) -> 
     if not p.is_file():
         raise FileNotFoundError(f"Classifier checkpoint not found: {p}")
     suffix = p.suffix.lower()
+    if suffix in (".safetensors", ".pth", ".pt") and p.stat().st_size == 0:
+        raise ValueError(
+            f"{p.name}: empty file (0 bytes); expected a relation classifier checkpoint. The download or copy did "
+            "not finish: copy the file again."
+        )
     if suffix == ".safetensors":
         return _load_ours(p, family)
     if suffix in (".pth", ".pt"):
@@ -218,13 +224,29 @@ def _check_family(fname: str, family: str) -> tuple[int | None, str]:
     return spec.channels, spec.layout
 
 
+def _relation_index_value(value: Any) -> int | None:
+    """A class index: an int, or a decimal string as in the official mapping.json; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
 def _relations(fname: str, mapping: Any, num_classes: int) -> tuple[str, ...]:
+    expected = "a non-empty dict relation name -> class index, e.g. {\"above\": 0, \"below\": 1}"
     if not isinstance(mapping, Mapping) or not mapping:
-        raise ValueError(f"{fname}: 'rel_name_to_idx' must be a non-empty dict name -> index, found {mapping!r}.")
-    try:
-        by_index = {int(i): str(name) for name, i in mapping.items()}
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{fname}: 'rel_name_to_idx' values must be integers, found {mapping!r}.") from exc
+        raise field_error(fname, "'rel_name_to_idx'", expected, mapping)
+    by_index: dict[int, str] = {}
+    for name, value in mapping.items():
+        if not isinstance(name, str) or not name.strip():
+            raise field_error(fname, "every relation name in 'rel_name_to_idx'", "a non-empty string", name)
+        index = _relation_index_value(value)
+        if index is None:
+            raise field_error(fname, f"'rel_name_to_idx'[{name!r}]", "an integer class index", value)
+        by_index[index] = name
     if sorted(by_index) != list(range(len(mapping))):
         raise ValueError(
             f"{fname}: 'rel_name_to_idx' must number the relations 0..{len(mapping) - 1} once each, found {mapping!r}."
@@ -234,7 +256,12 @@ def _relations(fname: str, mapping: Any, num_classes: int) -> tuple[str, ...]:
             f"{fname}: 'rel_name_to_idx' names {len(by_index)} relations but the output layer "
             f"relation_classifier.fc.8 has {num_classes} classes."
         )
-    return tuple(by_index[i] for i in range(num_classes))
+    relations = tuple(by_index[i] for i in range(num_classes))
+    try:
+        check_class_names(relations)
+    except ValueError as exc:
+        raise ValueError(f"{fname}: 'rel_name_to_idx': {exc}") from None
+    return relations
 
 
 def _config(fname: str, official: Any, input_channels: int, num_classes: int, family: str | None) -> ClassifierConfig:
@@ -289,77 +316,55 @@ def _load_official(path: Path, family: str | None) -> LoadedClassifier:
             f"{fname}: official checkpoints exist only for {list(OFFICIAL_FAMILIES)}; found family {family!r}, whose "
             "channel count depends on the model. Train and save a classifier in our format for it instead."
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(_unpickling_refusal(fname, str(exc))) from None
-    except Exception as exc:  # boundary: any other read failure becomes a clear ValueError
-        raise ValueError(f"{fname}: could not read as a torch checkpoint ({type(exc).__name__}: {exc}).") from exc
+    ckpt = load_torch_file(path)
     if not isinstance(ckpt, Mapping):
-        raise ValueError(f"{fname}: expected an official checkpoint dict, found {type(ckpt).__name__}.")
+        raise field_error(fname, "the checkpoint", "an official checkpoint dict", ckpt)
     for key in ("config", "model_state_dict", "rel_name_to_idx"):
         if key not in ckpt:
             raise ValueError(
                 f"{fname}: the official checkpoint lacks {key!r}; expected keys model_state_dict, rel_name_to_idx, "
                 f"config (and input_channels, training_config), found {sorted(map(str, ckpt))}."
             )
-    state = ckpt["model_state_dict"]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{fname}: 'model_state_dict' must be a dict of tensors, found {type(state).__name__}.")
+    state = require_mapping(ckpt["model_state_dict"], "'model_state_dict'", fname, expected="a dict of tensors")
     input_channels = ckpt.get("input_channels")
     if input_channels is None:
         pe = state.get("object_extractor.positional_encoding.pe")
         input_channels = int(pe.shape[1]) if isinstance(pe, torch.Tensor) and pe.ndim == 3 else OFFICIAL_INPUT_CHANNELS
+    input_channels = require_int(input_channels, "'input_channels'", fname, minimum=1)
     fc8 = state.get("relation_classifier.fc.8.weight")
-    num_classes = int(fc8.shape[0]) if isinstance(fc8, torch.Tensor) else len(ckpt["rel_name_to_idx"])
+    num_classes = int(fc8.shape[0]) if isinstance(fc8, torch.Tensor) and fc8.ndim == 2 else len(
+        require_mapping(ckpt["rel_name_to_idx"], "'rel_name_to_idx'", fname)
+    )
     relations = _relations(fname, ckpt["rel_name_to_idx"], num_classes)
     _check_idx_to_rel(fname, ckpt.get("idx_to_rel_name"), relations)
-    config = _config(fname, ckpt["config"], int(input_channels), num_classes, family)
-    model = _build(fname, state, config)
+    config = _config(fname, ckpt["config"], input_channels, num_classes, family)
 
-    training = ckpt.get("training_config") or {}
-    if not isinstance(training, Mapping):
-        raise ValueError(f"{fname}: 'training_config' must be a dict or None, found {type(training).__name__}.")
+    training = ckpt.get("training_config")
+    training = {} if training is None else require_mapping(training, "'training_config'", fname,
+                                                           expected="a dict or None")
     if "timesteps" in training:
-        trained_steps = tuple(sorted(int(s) for s in training["timesteps"]))
+        trained_steps = tuple(sorted(require_int_list(training["timesteps"], "'training_config.timesteps'", fname,
+                                                      minimum=0)))
     else:  # official behaviour without training_config: the raw step index is used
         logger.info("%s has no trained step list; the raw step index is used (identity table).", fname)
         trained_steps = tuple(range(config.num_timesteps))
-    trained_num_steps = int(training.get("num_timesteps") or config.num_timesteps)
+    num_timesteps = training.get("num_timesteps")
+    trained_num_steps = config.num_timesteps if num_timesteps is None else require_int(
+        num_timesteps, "'training_config.num_timesteps'", fname, minimum=1
+    )
+    orig_map_size = training.get("orig_map_size")
+    orig_map_size = config.map_size if orig_map_size is None else require_int(
+        orig_map_size, "'training_config.orig_map_size'", fname, minimum=1
+    )
+    model = _build(fname, state, config)
     provenance = {
         "source_file": fname,
         "source_sha256": _sha256(path),
         "source_format": "learn-to-steer official .pth",
     }
     return _assemble(
-        fname,
-        model,
-        relations,
-        trained_steps,
-        trained_num_steps,
-        int(training.get("orig_map_size", config.map_size)),
-        family,
-        channels,
-        layout,
-        provenance,
-        str(path),
-    )
-
-
-def _unpickling_refusal(fname: str, torch_message: str) -> str:
-    """Explain a ``weights_only`` refusal without relaying torch's advice to retry unsafely."""
-    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", torch_message)
-    if unsafe:
-        return (
-            f"{fname} needs arbitrary code execution to unpickle; refusing (it references {unsafe.group(1)}; only "
-            "plain dicts, lists, numbers, strings and tensors are accepted). Only if you trust its source, re-save "
-            f"it elsewhere as such a plain dict and convert that with `python -m {CONVERTER_NAME}`."
-        )
-    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", torch_message)
-    return (
-        f"{fname}: could not read as a torch checkpoint with weights_only=True "
-        f"({detail.group(1).strip() if detail else 'unsupported pickle content'}); expected an official "
-        "Learn-to-Steer .pth dict. The file is corrupt or not a classifier checkpoint; nothing in it was executed."
+        fname, model, relations, trained_steps, trained_num_steps, orig_map_size, family, channels, layout,
+        provenance, str(path),
     )
 
 
@@ -377,14 +382,14 @@ def _check_idx_to_rel(fname: str, idx_to_rel: Any, relations: tuple[str, ...]) -
         )
 
 
-def _load_ours(path: Path, family: str | None) -> LoadedClassifier:
-    fname = path.name
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-        state = load_file(str(path))
-    except Exception as exc:  # boundary: corrupt or truncated file
-        raise ValueError(f"{fname}: could not read as safetensors ({type(exc).__name__}: {exc}).") from exc
+_REQUIRED_METADATA: tuple[str, ...] = (
+    "config", "input_channels", "rel_name_to_idx", "trained_steps", "trained_num_steps", "map_size",
+    "orig_map_size", "family", "channels", "layout",
+)  # fmt: skip
+
+
+def _read_metadata(fname: str, header: Mapping[str, str]) -> Mapping[str, Any]:
+    """The ``"l2s"`` metadata document as a dict, with its format checked."""
     if METADATA_KEY not in header:
         raise ValueError(
             f"{fname}: no {METADATA_KEY!r} metadata; expected a classifier saved by this pack (format {FORMAT_NAME!r}). "
@@ -394,45 +399,55 @@ def _load_ours(path: Path, family: str | None) -> LoadedClassifier:
         meta = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as exc:
         raise ValueError(f"{fname}: the {METADATA_KEY!r} metadata is not valid JSON ({exc}).") from exc
+    meta = require_mapping(meta, f"the {METADATA_KEY!r} metadata", fname,
+                           expected=f"a JSON object with the fields {list(_REQUIRED_METADATA)}")
     if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{fname}: expected format {FORMAT_NAME!r} version {FORMAT_VERSION}, found "
             f"{meta.get('format')!r} version {meta.get('format_version')!r}."
         )
-    required = (
-        "config", "input_channels", "rel_name_to_idx", "trained_steps", "trained_num_steps", "map_size",
-        "orig_map_size", "family", "channels", "layout",
-    )  # fmt: skip
-    missing = [k for k in required if k not in meta]
+    missing = [k for k in _REQUIRED_METADATA if k not in meta]
     if missing:
-        raise ValueError(f"{fname}: metadata lacks {missing}; expected all of {list(required)}.")
-    stored_family = str(meta["family"])
+        raise ValueError(f"{fname}: metadata lacks {missing}; expected all of {list(_REQUIRED_METADATA)}.")
+    return meta
+
+
+def _load_ours(path: Path, family: str | None) -> LoadedClassifier:
+    fname = path.name
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+        state = load_file(str(path))
+    except Exception as exc:  # boundary: corrupt or truncated file
+        raise ValueError(f"{fname}: could not read as safetensors ({type(exc).__name__}: {exc}).") from exc
+    meta = _read_metadata(fname, header)
+    stored_family = require_str(meta["family"], "'family'", fname)
     if family is not None and family != stored_family:
         raise ValueError(f"{fname}: this classifier is for family {stored_family!r}, but {family!r} was requested.")
     table_channels, table_layout = _check_family(fname, stored_family)
-    channels, layout = int(meta["channels"]), str(meta["layout"])
+    channels = require_int(meta["channels"], "'channels'", fname, minimum=1)
+    layout = require_str(meta["layout"], "'layout'", fname, choices=LAYOUTS)
     if table_channels is not None and channels != table_channels:
         raise ValueError(f"{fname}: family {stored_family!r} has {table_channels} channels, metadata says {channels}.")
     if layout != table_layout:
         raise ValueError(f"{fname}: expected layout {table_layout!r} for family {stored_family!r}, found {layout!r}.")
+    input_channels = require_int(meta["input_channels"], "'input_channels'", fname, minimum=1)
+    trained_steps = require_int_list(meta["trained_steps"], "'trained_steps'", fname, minimum=0)
+    trained_num_steps = require_int(meta["trained_num_steps"], "'trained_num_steps'", fname, minimum=1)
+    map_size = require_int(meta["map_size"], "'map_size'", fname, minimum=1)
+    orig_map_size = require_int(meta["orig_map_size"], "'orig_map_size'", fname, minimum=1)
+    provenance = meta.get("provenance")
+    provenance = {} if provenance is None else require_mapping(provenance, "'provenance'", fname)
     fc8 = state.get("relation_classifier.fc.8.weight")
-    num_classes = int(fc8.shape[0]) if fc8 is not None else len(meta["rel_name_to_idx"])
+    num_classes = int(fc8.shape[0]) if fc8 is not None and fc8.ndim == 2 else len(
+        require_mapping(meta["rel_name_to_idx"], "'rel_name_to_idx'", fname)
+    )
     relations = _relations(fname, meta["rel_name_to_idx"], num_classes)
-    config = _config(fname, meta["config"], int(meta["input_channels"]), num_classes, None)
+    config = _config(fname, meta["config"], input_channels, num_classes, None)
     model = _build(fname, state, config)
     return _assemble(
-        fname,
-        model,
-        relations,
-        tuple(int(s) for s in meta["trained_steps"]),
-        int(meta["trained_num_steps"]),
-        int(meta["orig_map_size"]),
-        stored_family,
-        channels,
-        layout,
-        dict(meta.get("provenance") or {}),
-        str(path),
-        stored_map_size=int(meta["map_size"]),
+        fname, model, relations, trained_steps, trained_num_steps, orig_map_size, stored_family, channels, layout,
+        dict(provenance), str(path), stored_map_size=map_size,
     )
 
 
@@ -460,6 +475,11 @@ def _assemble(
         raise ValueError(
             f"{fname}: trained steps {list(trained_steps)} must lie in [0, {cfg.num_timesteps}) "
             "(the size of the step-index embedding)."
+        )
+    if trained_steps[-1] >= trained_num_steps:
+        raise ValueError(
+            f"{fname}: trained steps {list(trained_steps)} must lie in [0, {trained_num_steps}) for a training "
+            f"schedule of trained_num_steps={trained_num_steps} steps; fix the step list or the schedule length."
         )
     if channels > cfg.input_channels:
         raise ValueError(

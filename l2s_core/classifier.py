@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .fields import require_int, require_mapping, require_number, require_str
+
 TIMESTEP_MODES: tuple[str, ...] = ("mid", "pre")
 """Supported ways of injecting the step embedding into the extractor: before every encoder layer, or once."""
 
@@ -141,8 +143,7 @@ class ClassifierConfig:
         Raises:
             ValueError: a key is missing with no default, or the config describes an unsupported variant.
         """
-        if not isinstance(config, Mapping):
-            raise ValueError(f"The classifier config must be a dict, found {type(config).__name__}.")
+        config = require_mapping(config, "config", expected="a dict (the official 'config' section)")
         defaults: dict[str, Any] = {}
         if family is not None:
             if family not in FAMILY_CLASSIFIER_DEFAULTS:
@@ -152,59 +153,72 @@ class ClassifierConfig:
                 )
             defaults = FAMILY_CLASSIFIER_DEFAULTS[family].to_official()
 
-        def get(section: str | None, key: str) -> Any:
-            src = config if section is None else config.get(section) or {}
-            dflt = defaults if section is None else defaults.get(section, {})
+        def section(name: str) -> Mapping[str, Any]:
+            value = config.get(name)
+            return {} if value is None else require_mapping(value, f"config.{name}")
+
+        def get(name: str | None, key: str) -> Any:
+            src = config if name is None else section(name)
+            dflt = defaults if name is None else defaults.get(name, {})
             if key in src:
                 return src[key]
             if key in dflt:
                 return dflt[key]
-            where = key if section is None else f"{section}.{key}"
+            where = key if name is None else f"{name}.{key}"
             raise ValueError(
                 f"The classifier config lacks {where!r} and no family default is available "
                 f"(family={family!r}). Add the key or pass one of {sorted(FAMILY_CLASSIFIER_DEFAULTS)} as family."
             )
 
-        ts = (config.get("extractor") or {}).get("timestep_embedding") or defaults.get("extractor", {}).get(
-            "timestep_embedding"
-        )
+        def count(name: str | None, key: str) -> int:
+            return require_int(get(name, key), f"config.{key}" if name is None else f"config.{name}.{key}", minimum=1)
+
+        def rate(name: str, key: str) -> float:
+            return require_number(get(name, key), f"config.{name}.{key}", minimum=0.0)
+
+        def label(name: str, key: str) -> str:
+            return require_str(get(name, key), f"config.{name}.{key}")
+
+        extractor_section = section("extractor")
+        ts = extractor_section.get("timestep_embedding") or defaults.get("extractor", {}).get("timestep_embedding")
         if not isinstance(ts, Mapping):
             raise ValueError(
                 "The classifier config lacks 'extractor.timestep_embedding' ({'enable': True, 'mode': 'mid'|'pre'}) "
-                f"and no family default is available (family={family!r})."
+                f"and no family default is available (family={family!r}); found {ts!r}."
             )
         if not ts.get("enable", True):
             raise ValueError(
                 "extractor.timestep_embedding.enable=False is not supported (no published checkpoint uses it); "
                 "expected enable=True with mode 'mid' or 'pre'."
             )
-        if (config.get("extractor") or {}).get("use_mean", False):
+        if extractor_section.get("use_mean", False):
             raise ValueError("extractor.use_mean=True is not supported (no published checkpoint uses it).")
         extractor = ExtractorConfig(
-            nhead=int(get("extractor", "nhead")),
-            num_layers=int(get("extractor", "num_layers")),
-            dim_feedforward=int(get("extractor", "dim_feedforward")),
-            layer_attn_nheads=int(get("extractor", "layer_attn_nheads")),
-            dropout=float(get("extractor", "dropout")),
-            timestep_mode=str(ts.get("mode", "mid")),
+            nhead=count("extractor", "nhead"),
+            num_layers=count("extractor", "num_layers"),
+            dim_feedforward=count("extractor", "dim_feedforward"),
+            layer_attn_nheads=count("extractor", "layer_attn_nheads"),
+            dropout=rate("extractor", "dropout"),
+            timestep_mode=require_str(ts.get("mode", "mid"), "config.extractor.timestep_embedding.mode"),
         )
         head = HeadConfig(
-            nhead=int(get("classifier", "nhead")),
-            num_layers=int(get("classifier", "num_layers")),
-            dim_feedforward=int(get("classifier", "dim_feedforward")),
-            dropout=float(get("classifier", "dropout")),
-            timestep_embedding_dim=int(get("classifier", "timestep_embedding_dim")),
-            mode=str(get("classifier", "mode")),
-            fc_ver=str(get("classifier", "fc_ver")),
+            nhead=count("classifier", "nhead"),
+            num_layers=count("classifier", "num_layers"),
+            dim_feedforward=count("classifier", "dim_feedforward"),
+            dropout=rate("classifier", "dropout"),
+            timestep_embedding_dim=require_int(get("classifier", "timestep_embedding_dim"),
+                                               "config.classifier.timestep_embedding_dim", minimum=0),
+            mode=label("classifier", "mode"),
+            fc_ver=label("classifier", "fc_ver"),
         )
         return cls(
-            input_channels=int(input_channels),
-            num_relations=int(num_relations),
-            num_timesteps=int(get(None, "num_timesteps")),
+            input_channels=require_int(input_channels, "input_channels", minimum=1),
+            num_relations=require_int(num_relations, "the number of relations", minimum=1),
+            num_timesteps=count(None, "num_timesteps"),
             extractor=extractor,
             head=head,
-            map_size=int(get(None, "map_size")),
-            d_model=int(get(None, "d_model")),
+            map_size=count(None, "map_size"),
+            d_model=count(None, "d_model"),
         )
 
     def to_official(self) -> dict[str, Any]:

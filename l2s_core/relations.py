@@ -2,10 +2,13 @@
 
 The official checkpoints map relation names to class indices with ``rel_name_to_idx``; the spatial names there are
 exactly the four canonical strings below (method.md §0). Everything else in the pack refers to relations through these
-constants, and user-facing aliases are resolved once, here.
+constants, and user-facing aliases are resolved once, here; :func:`check_class_names` checks that a classifier
+stores its spatial classes under these names.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 ABOVE = "above"
 BELOW = "below"
@@ -55,3 +58,36 @@ def canonical_relation(name: str) -> str:
         f"Unknown spatial relation {name!r}. The relation classifiers know only {supported} "
         "(synonyms such as 'left of', 'on top of', 'under' are accepted)."
     )
+
+
+def check_class_names(names: Sequence[str]) -> None:
+    """Check a classifier's class names against what the steering asks for.
+
+    The steering looks classes up by the canonical names (:data:`SPATIAL_RELATIONS`), so a spatial class stored
+    under a synonym ("over", "left of") could never be steered. Other classes (the official "is") are kept as they
+    are.
+
+    Args:
+        names: class names in class-index order.
+
+    Raises:
+        ValueError: a spatial class stored under a synonym, or no spatial class at all; the message names the class
+            and the canonical name to store instead.
+    """
+    spatial = 0
+    for name in names:
+        key = " ".join(name.strip().lower().replace("_", " ").replace("-", " ").split())
+        canonical = _ALIASES.get(key)
+        if canonical is None:
+            continue
+        if name != canonical:
+            raise ValueError(
+                f"the class {name!r} must be stored under the canonical relation name {canonical!r} (the steering "
+                f"asks for one of {list(SPATIAL_RELATIONS)}). Re-export the classifier with that class renamed."
+            )
+        spatial += 1
+    if not spatial:
+        raise ValueError(
+            f"none of the classes {list(names)} is a spatial relation; expected some of {list(SPATIAL_RELATIONS)} "
+            "(the official classifiers have all four, plus 'is')."
+        )

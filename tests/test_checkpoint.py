@@ -91,6 +91,7 @@ def test_official_pth_loads_with_metadata_and_same_logits(sd2_pth: tuple[Path, R
     assert not model.training
     assert all(not p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
     maps, t = _maps(195), torch.tensor([[5.0], [25.0]])
+    source.requires_grad_(False)  # frozen like the loaded model: torch picks the same encoder kernels for both
     with torch.no_grad():
         assert torch.equal(model(maps, t), source(maps, t))
 
@@ -256,6 +257,7 @@ def test_conversion_keeps_weights_logits_and_records_provenance(
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     assert all(not p.requires_grad for p in loaded.model.parameters()) and not loaded.model.training
     maps, t = _maps(195), torch.tensor([10, 49])
+    source.requires_grad_(False)  # frozen like the loaded model: torch picks the same encoder kernels for both
     with torch.no_grad():
         assert torch.equal(loaded.model(maps, t), source(maps, t))
 
@@ -383,4 +385,116 @@ def test_cli_module_exits_nonzero_without_traceback(tmp_path: Path) -> None:
 def test_config_errors_name_the_file(tmp_path: Path) -> None:
     path = _write_bad(tmp_path, lambda c: c["config"]["extractor"].update(timestep_embedding={"enable": False}))
     with pytest.raises(ValueError, match="sd2.pth: extractor.timestep_embedding.enable=False is not supported"):
+        load_classifier(path)
+
+
+# ------------------------------------------------------------------------------------- metadata types (issue 11)
+
+
+def _rewrite_metadata(path: Path, edit: Any) -> None:
+    """Replace the ``l2s`` metadata document of a saved classifier by ``edit(meta)`` (a dict or raw JSON text)."""
+    with safe_open(str(path), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["l2s"])
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    new = edit(meta)
+    save_file(tensors, str(path), metadata={"l2s": new if isinstance(new, str) else json.dumps(new)})
+
+
+def _set(field: str, value: Any) -> Any:
+    def edit(meta: dict[str, Any]) -> dict[str, Any]:
+        target = meta
+        *parents, last = field.split(".")
+        for key in parents:
+            target = target[key]
+        target[last] = value
+        return meta
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda meta: "[1, 2, 3]", "the 'l2s' metadata must be a JSON object with the fields ['config', "),
+        (_set("channels", "many"), "'channels' must be a positive integer, found 'many' (str)"),
+        (_set("provenance", [1, 2]), "'provenance' must be a dict (JSON object), found [1, 2] (list)"),
+        (_set("trained_num_steps", 0), "'trained_num_steps' must be a positive integer, found 0 (int)"),
+        (_set("trained_num_steps", "4"), "'trained_num_steps' must be a positive integer, found '4' (str)"),
+        (_set("trained_num_steps", 3), "trained steps [1, 3] must lie in [0, 3) for a training schedule of "
+                                       "trained_num_steps=3 steps"),
+        (_set("trained_steps", "1,3"), "'trained_steps' must be a non-empty list of integers >= 0, found '1,3' (str)"),
+        (_set("trained_steps", [1, 2.5]), "'trained_steps'[1] must be an integer >= 0"),
+        (_set("map_size", 4.0), "'map_size' must be a positive integer, found 4.0 (float)"),
+        (_set("orig_map_size", True), "'orig_map_size' must be a positive integer, found True (bool)"),
+        (_set("input_channels", None), "'input_channels' must be a positive integer, found None (NoneType)"),
+        (_set("family", 7), "'family' must be a non-empty string, found 7 (int)"),
+        (_set("layout", "grid"), "'layout' must be one of 'unet', 'joint', found 'grid' (str)"),
+        (_set("config", "x"), "config must be a dict (the official 'config' section), found 'x' (str)"),
+        (_set("config.extractor", [1]), "config.extractor must be a dict (JSON object), found [1] (list)"),
+        (_set("config.extractor.nhead", "many"), "config.extractor.nhead must be a positive integer, found 'many'"),
+        (_set("config.classifier.dropout", "high"), "config.classifier.dropout must be a finite number >= 0.0"),
+        (_set("config.num_timesteps", 0), "config.num_timesteps must be a positive integer, found 0 (int)"),
+        (_set("rel_name_to_idx", [0, 1]), "'rel_name_to_idx' must be a non-empty dict relation name -> class index"),
+        (_set("rel_name_to_idx", {"above": "zero", "below": 1, "to the left of": 2, "to the right of": 3}),
+         "'rel_name_to_idx'['above'] must be an integer class index, found 'zero' (str)"),
+        (_set("rel_name_to_idx", {"over": 0, "under": 1, "to the left of": 2, "to the right of": 3}),
+         "the class 'over' must be stored under the canonical relation name 'above'"),
+        (_set("rel_name_to_idx", {"above": 0, "below": 1, "left of": 2, "to the right of": 3}),
+         "the class 'left of' must be stored under the canonical relation name 'to the left of'"),
+        (_set("rel_name_to_idx", {"a": 0, "b": 1, "c": 2, "d": 3}),
+         "none of the classes ['a', 'b', 'c', 'd'] is a spatial relation"),
+    ],
+)
+def test_wrong_metadata_types_name_file_field_found_and_expected(tmp_path: Path, edit: Any, expected: str) -> None:
+    path = tmp_path / "toy.safetensors"
+    save_classifier(_toy_classifier(), path)
+    _rewrite_metadata(path, edit)
+    with pytest.raises(ValueError) as info:
+        load_classifier(path)
+    assert type(info.value) is ValueError  # a plain ValueError: ComfyUI shows its type name next to the message
+    message = str(info.value)
+    assert message.startswith("toy.safetensors: ") and expected in message, message
+
+
+def test_unchanged_metadata_still_loads_after_rewrite(tmp_path: Path) -> None:
+    path = tmp_path / "toy.safetensors"
+    save_classifier(_toy_classifier(), path)
+    _rewrite_metadata(path, lambda meta: meta)
+    assert load_classifier(path).relations == _toy_classifier().relations
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda c: c["training_config"].update(num_timesteps=0),
+         "'training_config.num_timesteps' must be a positive integer, found 0 (int)"),
+        (lambda c: c["training_config"].update(timesteps="5,10"),
+         "'training_config.timesteps' must be a non-empty list of integers >= 0, found '5,10' (str)"),
+        (lambda c: c["training_config"].update(orig_map_size="16"),
+         "'training_config.orig_map_size' must be a positive integer, found '16' (str)"),
+        (lambda c: c["training_config"].update(num_timesteps=20),
+         "trained steps [5, 10, 15, 20, 25, 49] must lie in [0, 20) for a training schedule"),
+        (lambda c: c.update(training_config=[1, 2]), "'training_config' must be a dict or None, found [1, 2] (list)"),
+        (lambda c: c.update(input_channels="1368"), "'input_channels' must be a positive integer, found '1368' (str)"),
+        (lambda c: c.update(model_state_dict=[1]), "'model_state_dict' must be a dict of tensors, found [1] (list)"),
+        (lambda c: c["config"]["extractor"].update(nhead=2.0),
+         "config.extractor.nhead must be a positive integer, found 2.0 (float)"),
+        (lambda c: c.update(rel_name_to_idx={"above": 0, "below": 1, "is": 2, "left": 3, "right": 4},
+                            idx_to_rel_name=None),
+         "the class 'left' must be stored under the canonical relation name 'to the left of'"),
+    ],
+)
+def test_wrong_official_fields_name_file_field_found_and_expected(tmp_path: Path, mutate: Any, expected: str) -> None:
+    path = _write_bad(tmp_path, mutate)
+    with pytest.raises(ValueError) as info:
+        load_classifier(path)
+    assert type(info.value) is ValueError
+    assert str(info.value).startswith("sd2.pth") and expected in str(info.value), str(info.value)
+
+
+def test_official_checkpoint_that_is_not_a_dict(tmp_path: Path) -> None:
+    path = tmp_path / "sd2.pth"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(ValueError, match=r"sd2.pth: the checkpoint must be an official checkpoint dict, found "
+                                         r"\[1, 2, 3\] \(list\)"):
         load_classifier(path)
