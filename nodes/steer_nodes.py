@@ -143,6 +143,9 @@ class LearnedSpatialSteer(io.ComfyNode):
                 latent_image: dict[str, Any], seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                 denoise: float, last_steered_step: int, step_size: float, iterations: int,
                 early_stop_probability: float) -> io.NodeOutput:
+        invalid = cls.validate_inputs(sampler_name, scheduler)  # linked names are only known now
+        if invalid is not True:
+            raise ValueError(str(invalid))
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
         sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
