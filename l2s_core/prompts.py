@@ -28,8 +28,15 @@ How a prompt is read:
    conjunction or comma between two relations separates them ("A left of B and C above D" -> two triplets); "A above
    B and left of C" reuses the subject A for the second relation.
 
-Subject and object strings in a :class:`RelationTriplet` are the exact slices of the original prompt (original case),
-the relation is the canonical name from :mod:`.relations`.
+Emphasis syntax (``emphasis=True``, what ComfyUI prompts use): ``(blue circle:1.5)``, ``((red square))``,
+``(above:1.3)`` and the escapes ``\\(`` / ``\\)`` are read the way ComfyUI's tokenizer reads them
+(:mod:`.emphasis`): the syntax characters are removed before parsing, a weighted group is a word boundary, and every
+span is mapped back to the prompt as written. Weights may sit on the subject, the relation, the object or any part
+of them. Without ``emphasis`` (diffusers prompts), parentheses are ordinary punctuation.
+
+Subject and object strings in a :class:`RelationTriplet` are the phrases as the text encoder reads them (original case):
+the exact slices of the prompt, minus any emphasis syntax inside them; the spans are spans of the prompt as written.
+The relation is the canonical name from :mod:`.relations`.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple
 
+from .emphasis import PlainPrompt, strip_emphasis
 from .relations import ABOVE, BELOW, LEFT_OF, RIGHT_OF, SPATIAL_RELATIONS, canonical_relation
 
 logger = logging.getLogger(__name__)
@@ -61,9 +69,11 @@ class RelationTriplet:
     """One spatial relation of a prompt.
 
     Attributes:
-        subject: the subject phrase, exactly ``prompt[subject_span[0]:subject_span[1]]``.
+        subject: the subject phrase as the text encoder reads it: ``prompt[subject_span[0]:subject_span[1]]``, with
+            any emphasis syntax inside that slice removed ("blue circle" for the span ``blue) circle`` of
+            ``(blue) circle``; the same as the slice when there is none).
         relation: canonical relation name (one of :data:`relations.SPATIAL_RELATIONS`).
-        object: the object phrase, exactly ``prompt[object_span[0]:object_span[1]]``.
+        object: the object phrase, read the same way as ``subject``.
         subject_span: ``[start, end)`` character span of the subject in the original prompt.
         relation_span: ``[start, end)`` character span of the relation phrase as written (may be empty for an
             explicit triplet whose relation does not occur in the prompt).
@@ -396,7 +406,7 @@ def _match_text(prompt: str, tokens: _Tokens, m: _Match) -> str:
     return prompt[start:end]
 
 
-def _unsupported_message(prompt: str, tokens: _Tokens, matches: list[_Match]) -> str:
+def _unsupported_message(prompt: str, tokens: _Tokens, matches: list[_Match], shown: str) -> str:
     reasons: list[str] = []
     for m in matches:
         text = _match_text(prompt, tokens, m)
@@ -414,17 +424,19 @@ def _unsupported_message(prompt: str, tokens: _Tokens, matches: list[_Match]) ->
         else:
             reasons.append(f"{text!r} is not a relation the classifiers were trained on")
     return (
-        f"Prompt {prompt!r} has no relation the relation classifiers can steer: {'; '.join(reasons)}. "
+        f"Prompt {shown!r} has no relation the relation classifiers can steer: {'; '.join(reasons)}. "
         f"Supported relations: {_supported_list()} ({_synonym_hint()}). Rephrase the prompt, e.g. "
         "'a dog to the left of a cat', or set subject, relation and object explicitly (the explicit override)."
     )
 
 
-def parse_relations(prompt: str) -> list[RelationTriplet]:
+def parse_relations(prompt: str, *, emphasis: bool = False) -> list[RelationTriplet]:
     """Parse a prompt into spatial-relation triplets, in order of appearance.
 
     Args:
         prompt: the text prompt, e.g. ``"a photo of a dog right of a teddy bear"``.
+        emphasis: read ComfyUI's emphasis syntax (``(blue circle:1.5) above (a red square)``, escapes ``\\(``):
+            the syntax is removed before parsing and spans point into the prompt as written (see :mod:`.emphasis`).
 
     Returns:
         One :class:`RelationTriplet` per supported relation phrase that has a subject and an object. Chains give
@@ -438,6 +450,34 @@ def parse_relations(prompt: str) -> list[RelationTriplet]:
             "near", "behind", "in front of", "on side of", "above-left of").
         IncompleteRelationError: supported relation phrases were found, but none has both a subject and an object.
     """
+    if not emphasis:
+        return _parse(prompt, prompt)
+    plain = strip_emphasis(prompt)
+    return [_to_prompt(t, plain) for t in _parse(plain.text, prompt)]
+
+
+def _map_span(plain: PlainPrompt, span: tuple[int, int]) -> tuple[int, int]:
+    """A span of the plain text as a span of the prompt (an empty span stays empty, after the same character)."""
+    if span[0] < span[1]:
+        return plain.to_prompt_span(span)
+    at = plain.origin[span[0] - 1] + 1 if span[0] > 0 else 0
+    return (at, at)
+
+
+def _to_prompt(triplet: RelationTriplet, plain: PlainPrompt) -> RelationTriplet:
+    """A triplet found in the plain text, with its spans moved into the prompt as written."""
+    return RelationTriplet(
+        subject=triplet.subject,
+        relation=triplet.relation,
+        object=triplet.object,
+        subject_span=_map_span(plain, triplet.subject_span),
+        relation_span=_map_span(plain, triplet.relation_span),
+        object_span=_map_span(plain, triplet.object_span),
+    )
+
+
+def _parse(prompt: str, shown: str) -> list[RelationTriplet]:
+    """:func:`parse_relations` on plain text ``prompt``; ``shown`` is the prompt as written, for messages."""
     tokens = _tokenize(prompt)
     words = tokens.words
     begin = _intro_end(words)
@@ -446,9 +486,9 @@ def parse_relations(prompt: str) -> list[RelationTriplet]:
     if not supported_idx:
         if matches:
             unsupported = tuple(_match_text(prompt, tokens, m) for m in matches)
-            raise UnsupportedRelationError(_unsupported_message(prompt, tokens, matches), unsupported)
+            raise UnsupportedRelationError(_unsupported_message(prompt, tokens, matches, shown), unsupported)
         raise NoRelationError(
-            f"No spatial relation found in prompt {prompt!r}. Supported relations: {_supported_list()} "
+            f"No spatial relation found in prompt {shown!r}. Supported relations: {_supported_list()} "
             f"({_synonym_hint()}). Write the relation into the prompt, e.g. 'a dog to the left of a cat', or set "
             "subject, relation and object explicitly (the explicit override)."
         )
@@ -492,12 +532,12 @@ def parse_relations(prompt: str) -> list[RelationTriplet]:
 
     if not triplets:
         raise IncompleteRelationError(
-            f"Prompt {prompt!r} has a spatial relation but no complete 'subject relation object' triplet: "
+            f"Prompt {shown!r} has a spatial relation but no complete 'subject relation object' triplet: "
             f"{'; '.join(problems)}. Write it as e.g. 'a dog to the left of a cat', or set subject, relation and "
             "object explicitly (the explicit override)."
         )
     for problem in problems:
-        logger.warning("Prompt %r: %s. Steering uses only the supported relations.", prompt, problem)
+        logger.warning("Prompt %r: %s. Steering uses only the supported relations.", shown, problem)
     return triplets
 
 
@@ -513,7 +553,7 @@ def _phrase_pattern(phrase: str) -> re.Pattern[str] | None:
     return re.compile(rf"(?<![^\W_]){body}(?![^\W_])", re.IGNORECASE)
 
 
-def _occurrences(prompt: str, phrase: str, role: str) -> list[tuple[int, int]]:
+def _occurrences(prompt: str, phrase: str, role: str, shown: str) -> list[tuple[int, int]]:
     pattern = _phrase_pattern(phrase)
     if pattern is None:
         raise ValueError(
@@ -523,7 +563,7 @@ def _occurrences(prompt: str, phrase: str, role: str) -> list[tuple[int, int]]:
     spans = [m.span() for m in pattern.finditer(prompt)]
     if not spans:
         raise ValueError(
-            f"The explicit {role} {phrase!r} does not occur in the prompt {prompt!r} as whole words. The {role} "
+            f"The explicit {role} {phrase!r} does not occur in the prompt {shown!r} as whole words. The {role} "
             "must be written in the prompt so its tokens can be found; fix the spelling or add it to the prompt."
         )
     return spans
@@ -536,7 +576,9 @@ def _resolve_relation(relation: str) -> str:
     return canonical_relation(relation)
 
 
-def explicit_triplet(prompt: str, subject: str, relation: str, object: str) -> RelationTriplet:
+def explicit_triplet(
+    prompt: str, subject: str, relation: str, object: str, *, emphasis: bool = False
+) -> RelationTriplet:
     """Build a triplet from a user-given subject, relation and object, bypassing the parser.
 
     Subject and object are found case-insensitively as whole words (words may be separated by any run of spaces,
@@ -550,17 +592,27 @@ def explicit_triplet(prompt: str, subject: str, relation: str, object: str) -> R
         subject: the subject phrase as written in the prompt (e.g. "cat").
         relation: a relation name or synonym, resolved to the canonical name.
         object: the object phrase as written in the prompt (e.g. "cat bed").
+        emphasis: read ComfyUI's emphasis syntax, as in :func:`parse_relations` ("blue circle" is found in
+            ``a (blue circle:1.5) ...`` and in ``a (blue) circle ...``).
 
     Returns:
-        The triplet; its subject/object are the prompt's slices (original case).
+        The triplet; its subject/object are the prompt's slices (original case, emphasis syntax removed).
 
     Raises:
         ValueError: the relation is unknown, or the subject/object is missing from the prompt, or every subject
             occurrence overlaps every object occurrence.
     """
+    if not emphasis:
+        return _explicit(prompt, prompt, subject, relation, object)
+    plain = strip_emphasis(prompt)
+    return _to_prompt(_explicit(plain.text, prompt, subject, relation, object), plain)
+
+
+def _explicit(prompt: str, shown: str, subject: str, relation: str, object: str) -> RelationTriplet:
+    """:func:`explicit_triplet` on plain text ``prompt``; ``shown`` is the prompt as written, for messages."""
     canonical = _resolve_relation(relation)
-    subj_spans = _occurrences(prompt, subject, "subject")
-    obj_spans = _occurrences(prompt, object, "object")
+    subj_spans = _occurrences(prompt, subject, "subject", shown)
+    obj_spans = _occurrences(prompt, object, "object", shown)
 
     pair: tuple[tuple[int, int], tuple[int, int]] | None = None
     for s in subj_spans:
@@ -576,7 +628,7 @@ def explicit_triplet(prompt: str, subject: str, relation: str, object: str) -> R
                 break
     if pair is None:
         raise ValueError(
-            f"The explicit subject {subject!r} and object {object!r} overlap everywhere in the prompt {prompt!r}; "
+            f"The explicit subject {subject!r} and object {object!r} overlap everywhere in the prompt {shown!r}; "
             "they must be two different places of the prompt (e.g. 'cat' and 'cat bed' in 'a cat left of a cat bed')."
         )
     s_span, o_span = pair

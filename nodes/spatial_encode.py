@@ -29,7 +29,8 @@ class SpatialPromptEncode(io.ComfyNode):
                 io.String.Input(
                     "text", multiline=True, dynamic_prompts=True,
                     tooltip="The prompt. It must name a relation: above, below, to the left of, to the right of "
-                    "(or synonyms such as 'left of', 'on top of', 'under').",
+                    "(or synonyms such as 'left of', 'on top of', 'under'). Weights work as in CLIP Text Encode, "
+                    "also on the objects and the relation: 'a (dog:1.3) (left of:1.2) a cat'.",
                 ),
                 io.Combo.Input(
                     "relation", options=[PARSE, *SPATIAL_RELATIONS], default=PARSE, optional=True,
@@ -76,7 +77,12 @@ class SpatialPromptEncode(io.ComfyNode):
                 )
             explicit = (subject.strip(), relation, object.strip())
         tokens = clip.tokenize(text, tokenizer_options=tokenizer_options_for(clip, t5_length))
-        spec = build_spatial_spec(clip, text, tokens, explicit)
+        try:
+            spec = build_spatial_spec(clip, text, tokens, explicit)
+        except ValueError as exc:
+            # The parser's own exception classes live in this pack, whose module name ComfyUI derives from its
+            # folder path; the UI shows that name as the error type. A plain ValueError shows as "ValueError".
+            raise ValueError(str(exc)) from exc
         conditioning = clip.encode_from_tokens_scheduled(tokens)
         conditioning = node_helpers.conditioning_set_values(conditioning, {SPEC_KEY: spec})
         return io.NodeOutput(conditioning, ui=ui.PreviewText(spec.describe()))

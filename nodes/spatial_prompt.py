@@ -1,9 +1,11 @@
 """From a prompt and a ComfyUI CLIP object to the relations to steer and their token positions.
 
 Positions are read from ComfyUI's own tokenisation of the prompt (the token sequence the denoiser really attends to,
-chunks and padding included), so weighted prompt syntax, long prompts split into 77-token chunks and T5 padding are
-all accounted for. The parsed relations and positions travel inside the CONDITIONING under :data:`SPEC_KEY`, which
-ComfyUI carries unchanged into the sampler (comfyui.md §4).
+chunks and padding included), so long prompts split into 77-token chunks and T5 padding are accounted for. The
+prompt is parsed with ComfyUI's emphasis syntax (``(blue circle:1.5)``, ``((red square))``, ``(above:1.3)``,
+escaped ``\\(``; :mod:`l2s_core.emphasis`): each phrase is looked up by its plain words, which tokenize to the same
+ids inside the weighted prompt, near the position of the plain text before it. The parsed relations and positions
+travel inside the CONDITIONING under :data:`SPEC_KEY`, which ComfyUI carries unchanged into the sampler.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..l2s_core.emphasis import escape_literal, strip_emphasis
 from ..l2s_core.prompts import RelationTriplet, explicit_triplet, parse_relations
 from ..l2s_core.tokens import PhraseNotFoundError, locate_phrase
 
@@ -116,14 +119,18 @@ def build_spatial_spec(clip: Any, prompt: str, tokens: dict[str, Any],
 
     Args:
         clip: ComfyUI CLIP object (only its tokenizer is used).
-        prompt: the prompt text.
+        prompt: the prompt text, with ComfyUI's emphasis syntax if any.
         tokens: ``clip.tokenize(prompt, ...)`` output, the tokens that will be encoded.
         explicit: optional (subject, relation, object) that bypasses parsing.
 
     Raises:
         ValueError: no supported relation, or a phrase whose tokens are not in the encoded prompt.
     """
-    triplets = (explicit_triplet(prompt, *explicit),) if explicit else tuple(parse_relations(prompt))
+    if explicit:
+        triplets: tuple[RelationTriplet, ...] = (explicit_triplet(prompt, *explicit, emphasis=True),)
+    else:
+        triplets = tuple(parse_relations(prompt, emphasis=True))
+    plain = strip_emphasis(prompt)
     key = _encoder_key(list(tokens.keys()))
     sub = _sub_tokenizer(clip, key)
     chunks = tokens[key]
@@ -136,7 +143,8 @@ def build_spatial_spec(clip: Any, prompt: str, tokens: dict[str, Any],
         axis_limit = text_length
 
     def encode(text: str) -> list[int]:
-        return _content(sub.tokenize_with_weights(text), sub)[0]
+        """Content ids of plain text (parentheses escaped, so ComfyUI reads them literally)."""
+        return _content(sub.tokenize_with_weights(escape_literal(text)), sub)[0]
 
     ignorable: tuple[int, ...] = ()
     if key == "t5xxl":
@@ -147,8 +155,9 @@ def build_spatial_spec(clip: Any, prompt: str, tokens: dict[str, Any],
     for triplet in triplets:
         found = []
         for phrase, span in ((triplet.subject, triplet.subject_span), (triplet.object, triplet.object_span)):
+            before = plain.text[: plain.to_text_span(span)[0]].rstrip()
             content_index = locate_phrase(
-                prompt_ids, encode(prompt[span[0]:span[1]]), len(encode(prompt[:span[0]])),
+                prompt_ids, encode(phrase), len(encode(before)),
                 offset=0, max_length=None, phrase=phrase, ignorable_leading_ids=ignorable,
             )
             axis_positions = tuple(axis[i] for i in content_index)

@@ -325,3 +325,67 @@ def test_spans_exact_when_lowercasing_changes_length() -> None:
     assert (t.subject, t.relation, t.object) == ("İstanbul skyline", ABOVE, "café")
     assert t.subject_span == (0, 16)
     assert prompt[t.object_span[0] : t.object_span[1]] == "café"
+
+
+# ------------------------------------------------------------------------------- ComfyUI emphasis syntax (issue 11)
+
+WEIGHTED_CASES: list[tuple[str, list[tuple[str, str, str]]]] = [
+    ("a (blue circle:1.5) above a red square", [("blue circle", ABOVE, "red square")]),
+    ("a blue circle (above:1.3) a red square", [("blue circle", ABOVE, "red square")]),
+    ("a blue circle above a (red square:1.2)", [("blue circle", ABOVE, "red square")]),
+    ("((blue circle)) above ((a red square))", [("blue circle", ABOVE, "red square")]),
+    ("a (blue) circle (to the left of:0.9) a (red (square))", [("blue circle", LEFT_OF, "red square")]),
+    ("a(blue circle)above(a red square)", [("blue circle", ABOVE, "red square")]),  # groups are word breaks
+    ("(a photo of:1.2) a (dog:1.3) right of a cat", [("dog", RIGHT_OF, "cat")]),
+    ("a (dog:1.1) (left of:1.2) a (cat:0.9) and a (bird above:1.1) a tree",
+     [("dog", LEFT_OF, "cat"), ("bird", ABOVE, "tree")]),
+    ("a \\(small\\) dog to the left of a cat", [("dog", LEFT_OF, "cat")]),  # escaped: literal punctuation
+]
+
+
+@pytest.mark.parametrize(("prompt", "expected"), WEIGHTED_CASES)
+def test_weighted_prompts_parse_like_their_plain_text(prompt: str, expected: list[tuple[str, str, str]]) -> None:
+    triplets = parse_relations(prompt, emphasis=True)
+    assert [(t.subject, t.relation, t.object) for t in triplets] == expected
+    for t in triplets:  # spans point into the prompt as written and hold the phrase's words in order
+        for phrase, span in ((t.subject, t.subject_span), (t.object, t.object_span)):
+            written = prompt[span[0] : span[1]]
+            assert [w for w in written.replace("(", " ").replace(")", " ").split() if ":" not in w] == phrase.split()
+        relation_words = prompt[t.relation_span[0] : t.relation_span[1]].lower()
+        assert relation_words.split()[0] in ("above", "left", "to", "right")
+
+
+def test_weighted_subject_span_is_inside_the_group() -> None:
+    prompt = "a (blue circle:1.5) above a red square"
+    (t,) = parse_relations(prompt, emphasis=True)
+    assert t.subject_span == (3, 14) and prompt[3:14] == "blue circle"
+    assert prompt[t.relation_span[0] : t.relation_span[1]] == "above"
+    assert prompt[t.object_span[0] : t.object_span[1]] == "red square"
+
+
+def test_without_emphasis_parentheses_stay_punctuation() -> None:
+    # Diffusers prompts have no emphasis syntax: the weight number is text and ends the phrase.
+    with pytest.raises(IncompleteRelationError, match="has no subject before it"):
+        parse_relations("a (blue circle:1.5) above a red square")
+    (t,) = parse_relations("((blue circle)) above a red square")
+    assert (t.subject, t.object) == ("blue circle", "red square")
+
+
+def test_weighted_prompt_errors_quote_the_prompt_as_written() -> None:
+    with pytest.raises(UnsupportedRelationError, match=r"Prompt 'a \(dog:1.2\) next to a cat' has no relation"):
+        parse_relations("a (dog:1.2) next to a cat", emphasis=True)
+    with pytest.raises(NoRelationError, match=r"in prompt '\(a dog:1.2\) and a cat'"):
+        parse_relations("(a dog:1.2) and a cat", emphasis=True)
+
+
+def test_explicit_triplet_reads_emphasis() -> None:
+    prompt = "a (blue) circle (above:1.3) a (red square:1.2)"
+    t = explicit_triplet(prompt, "blue circle", "above", "red square", emphasis=True)
+    assert (t.subject, t.relation, t.object) == ("blue circle", ABOVE, "red square")
+    assert prompt[t.subject_span[0] : t.subject_span[1]] == "blue) circle"
+    assert prompt[t.relation_span[0] : t.relation_span[1]] == "above"
+    assert prompt[t.object_span[0] : t.object_span[1]] == "red square"
+    with pytest.raises(ValueError, match="'blue circle' does not occur"):
+        explicit_triplet(prompt, "blue circle", "above", "red square")  # without emphasis: ") c" splits the words
+    empty = explicit_triplet("a (cat:1.2) and a dog", "cat", "left of", "dog", emphasis=True)
+    assert empty.relation_span == (6, 6)  # an absent relation: empty span right after "cat", before ":1.2)"
