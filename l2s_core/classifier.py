@@ -141,7 +141,9 @@ class ClassifierConfig:
             family: model family whose published defaults fill missing keys, or None for no fallback.
 
         Raises:
-            ValueError: a key is missing with no default, or the config describes an unsupported variant.
+            ValueError: a key is missing with no default, a value has the wrong type or range (the message names
+                the field, e.g. ``config.extractor.nhead``, and what was found), or the config describes an
+                unsupported variant.
         """
         config = require_mapping(config, "config", expected="a dict (the official 'config' section)")
         defaults: dict[str, Any] = {}

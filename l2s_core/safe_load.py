@@ -34,7 +34,6 @@ __all__ = ["load_torch_file", "refusal_message", "unsafe_globals"]
 #: Messages of torch's weights-only unpickler that mean "this pickle wants to run or build something that is not
 #: plain data", with the group that names it. Older and newer torch versions word the same refusal differently.
 _REFUSAL_PATTERNS: tuple[re.Pattern[str], ...] = (
-    re.compile(r"Unsupported global: GLOBAL (\S+?)\.? was not an allowed global"),
     re.compile(r"Unsupported global: GLOBAL (\S+)"),
     re.compile(r"unsupported GLOBAL (\S+) whose module \S+ is blocked"),
     re.compile(r"Trying to call reduce for unrecognized function (.+?)(?: which belongs to|\n|$)"),
