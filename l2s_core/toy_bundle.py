@@ -89,7 +89,7 @@ def read_bundle_metadata(path: Path) -> dict[str, Any]:
     if raw is None:
         raise BundleError(
             f"{path} has no '{METADATA_KEY}' metadata, so it is not a toy-world bundle. Use the file written by "
-            "`python -m training toy model` (the pack ships toy_world/toy_world.safetensors)."
+            "`python -m training toy model` (the pack ships toy_world/models/toy_world.safetensors)."
         )
     try:
         meta = json.loads(raw)

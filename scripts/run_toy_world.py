@@ -37,6 +37,13 @@ images on disk, in four steps; every step is reused by the next run.
    ComfyUI's output in ``<workspace>/comfyui.log``; wait until ``/object_info`` answers; ``POST /prompt`` the API-format
    workflow; poll ``/history/<id>``; print the absolute paths of the saved images and the wall time; stop the server,
    also on errors, Ctrl-C, SIGTERM and SIGHUP (on Linux the server also gets SIGTERM if this process is killed).
+   With ``--seeds N`` (default 4 for the toy-world workflow, 1 for others) the workflow runs once per seed 0..N-1:
+   every ``seed`` / ``noise_seed`` input of the graph is set to that seed.
+
+5. **Report** (the toy-world workflow): ``python -m training.toy.demo`` with ComfyUI's Python judges each seed's
+   plain and steered image (the colour-geometry judge of the benchmark), prints what it read
+   ("seed 0: plain: below - wrong; steered: above - right") and saves one grid image, every panel enlarged to
+   256 px or more, in the output folder.
 
 Other environment variables: ``COMFYUI_PYTHONPATH`` (``PYTHONPATH`` of the server, e.g. a torchvision stub; the
 caller's ``PYTHONPATH`` is never passed on because this repo's ``nodes/`` would shadow ComfyUI's ``nodes.py``),
@@ -73,6 +80,12 @@ logger = logging.getLogger("l2s.run_toy_world")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "l2s_toy_world.api.json"
+DEFAULT_TOY_SEEDS = 4
+SEED_INPUTS = ("seed", "noise_seed")
+PLAIN_PREFIX = "l2s_toy_unsteered"
+STEERED_PREFIX = "l2s_toy_steered"
+GRID_NAME = "l2s_toy_demo_grid.png"
+REPORT_TIMEOUT_S = 300.0
 DEFAULT_WORKSPACE_NAME = ".comfyui"
 PACK_LINK_NAME = "learn_to_steer"
 STARTUP_TIMEOUT_S = 300.0
@@ -607,6 +620,65 @@ def image_paths(entry: dict[str, Any], base: Path) -> tuple[list[Path], int]:
     return [path.resolve() for path in saved], previews
 
 
+def with_seed(prompt: dict[str, Any], seed: int) -> tuple[dict[str, Any], int]:
+    """A copy of ``prompt`` with every integer ``seed`` / ``noise_seed`` input set to ``seed``, and how many were set."""
+    copy = json.loads(json.dumps(prompt))
+    count = 0
+    for node in copy.values():
+        inputs = node.get("inputs", {})
+        for name in SEED_INPUTS:
+            if isinstance(inputs.get(name), int) and not isinstance(inputs.get(name), bool):
+                inputs[name] = seed
+                count += 1
+    return copy, count
+
+
+def toy_demo_prompt(prompt: dict[str, Any]) -> str | None:
+    """The text of the toy demo's Spatial Prompt Encode, when ``prompt`` is the toy-world demo graph, else None.
+
+    The demo graph loads a toy world and saves its plain and steered images under the demo's file prefixes.
+    """
+    classes = {node.get("class_type") for node in prompt.values()}
+    prefixes = {node.get("inputs", {}).get("filename_prefix") for node in prompt.values()
+                if node.get("class_type") == "SaveImage"}
+    if "L2S_LoadToyWorld" not in classes or not {PLAIN_PREFIX, STEERED_PREFIX} <= prefixes:
+        return None
+    texts = [node["inputs"].get("text") for node in prompt.values() if node.get("class_type") == "L2S_SpatialPromptEncode"]
+    return texts[0] if texts and isinstance(texts[0], str) else None
+
+
+def demo_pair(images: Sequence[Path]) -> tuple[Path, Path] | None:
+    """The (plain, steered) images of one demo run, told apart by their file prefixes; None when one is missing."""
+    plain = [p for p in images if p.name.startswith(PLAIN_PREFIX + "_")]
+    steered = [p for p in images if p.name.startswith(STEERED_PREFIX + "_")]
+    return (plain[0], steered[0]) if plain and steered else None
+
+
+def demo_report_command(python: str, text: str, pairs: Sequence[tuple[int, Path, Path]], out: Path) -> list[str]:
+    """The ``python -m training.toy.demo`` call that judges the pairs and writes the grid."""
+    command = [python, "-m", "training.toy.demo", "--prompt", text, "--out", str(out)]
+    for seed, plain, steered in pairs:
+        command += ["--pair", str(seed), str(plain), str(steered)]
+    return command
+
+
+def run_demo_report(python: str, text: str, pairs: Sequence[tuple[int, Path, Path]], out: Path) -> str:
+    """Run the report with ComfyUI's Python (numpy, Pillow) from this repo; return what it printed.
+
+    Raises:
+        LauncherError: the report failed.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    try:
+        done = subprocess.run(demo_report_command(python, text, pairs, out), cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=REPORT_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LauncherError(f"the demo report could not run with {python}: {exc}") from exc
+    if done.returncode != 0:
+        raise LauncherError(f"the demo report failed ({python} -m training.toy.demo):\n{done.stderr.strip()}")
+    return done.stdout
+
+
 def pack_import_errors(log_text: str) -> list[str]:
     """Lines of ComfyUI's log that report this pack failing to import (with the traceback lines before them)."""
     lines = log_text.splitlines()
@@ -636,6 +708,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     t0 = time.monotonic()
     workflow_path = Path(args.workflow).expanduser().resolve()
     prompt = load_workflow(workflow_path)
+    if args.seeds is not None and args.seeds < 0:
+        raise LauncherError(f"--seeds must be 0 or more, got {args.seeds}")
     if args.port and not port_is_free(args.port):
         raise LauncherError(f"port {args.port} on 127.0.0.1 is in use: pick another with --port, or leave it out")
 
@@ -670,29 +744,45 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 ) from exc
             raise
         t_started = time.monotonic()
-        logger.info("ComfyUI is up at %s; running %s", server.url, workflow_path)
-        try:
-            entry = server.submit(prompt, timeout=args.timeout, client_prefix="l2s-demo")
-        except ComfyServerError as exc:
-            import_errors = pack_import_errors(server.log_text())
-            hint = ("\nThe pack failed to import:\n" + "\n".join(import_errors)) if import_errors else ""
-            raise LauncherError(f"the workflow {workflow_path} failed:\n{exc}{hint}") from exc
+        demo_text = toy_demo_prompt(prompt)
+        seeds = args.seeds if args.seeds is not None else (DEFAULT_TOY_SEEDS if demo_text is not None else 0)
+        runs = [(seed, *with_seed(prompt, seed)) for seed in range(seeds)] if seeds else [(None, prompt, 0)]
+        if seeds and not any(count for _, _, count in runs):
+            raise LauncherError(f"--seeds {seeds}: the workflow {workflow_path} has no seed or noise_seed input to set")
+        images: list[Path] = []
+        pairs: list[tuple[int, Path, Path]] = []
+        for seed, graph, _ in runs:
+            label = "" if seed is None else f" with seed {seed}"
+            logger.info("ComfyUI is up at %s; running %s%s", server.url, workflow_path, label)
+            try:
+                entry = server.submit(graph, timeout=args.timeout, client_prefix="l2s-demo")
+            except ComfyServerError as exc:
+                import_errors = pack_import_errors(server.log_text())
+                hint = ("\nThe pack failed to import:\n" + "\n".join(import_errors)) if import_errors else ""
+                raise LauncherError(f"the workflow {workflow_path} failed{label}:\n{exc}{hint}") from exc
+            saved, previews = image_paths(entry, base)
+            if not saved:
+                raise LauncherError(
+                    f"the workflow {workflow_path} finished but saved no images ({previews} preview image(s); it needs "
+                    "a SaveImage node)"
+                )
+            missing = [path for path in saved if not path.is_file()]
+            if missing:
+                raise LauncherError(f"ComfyUI reported images that are not on disk: {', '.join(map(str, missing))}")
+            images += saved
+            pair = demo_pair(saved)
+            if seed is not None and pair is not None:
+                pairs.append((seed, *pair))
         t_done = time.monotonic()
-        images, previews = image_paths(entry, base)
-        if not images:
-            raise LauncherError(
-                f"the workflow {workflow_path} finished but saved no images ({previews} preview image(s); it needs a "
-                "SaveImage node)"
-            )
-        missing = [path for path in images if not path.is_file()]
-        if missing:
-            raise LauncherError(f"ComfyUI reported images that are not on disk: {', '.join(map(str, missing))}")
         print(f"Saved {len(images)} image(s) in {base / 'output'}:")
         for path in images:
             print(path)
+        if demo_text is not None and pairs:
+            print(f"What the judge reads in each panel of \"{demo_text}\":")
+            print(run_demo_report(python, demo_text, pairs, base / "output" / GRID_NAME), end="")
         print(
             f"Wall time {t_done - t0:.1f} s (setup {t_setup - t0:.1f} s, ComfyUI startup {t_started - t_setup:.1f} s, "
-            f"workflow {t_done - t_started:.1f} s)"
+            f"workflow {t_done - t_started:.1f} s for {len(runs)} run(s))"
         )
         sys.stdout.flush()
         if args.keep_running:
@@ -721,6 +811,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--workflow",
         default=str(DEFAULT_WORKFLOW),
         help="API-format workflow JSON (default: example_workflows/api/l2s_toy_world.api.json)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help=f"run the workflow once per seed 0..N-1, setting every seed input (default {DEFAULT_TOY_SEEDS} for the "
+        "toy-world workflow, which then also saves a judged grid; 0 for others: run as saved)",
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
     parser.add_argument(

@@ -314,6 +314,44 @@ def test_history_outputs_give_the_saved_images_only(tmp_path: Path) -> None:
         output_files(odd, {"output": tmp_path}, "images")
 
 
+def test_seeds_are_set_on_every_seed_input_of_a_copy() -> None:
+    graph = {"1": {"class_type": "KSampler", "inputs": {"seed": 6, "steps": 20}},
+             "2": {"class_type": "SamplerCustom", "inputs": {"noise_seed": 9}},
+             "3": {"class_type": "Other", "inputs": {"seed": ["1", 0]}}}  # a link, not a number: left alone
+    copy, count = launcher.with_seed(graph, 3)
+    assert count == 2 and copy["1"]["inputs"]["seed"] == 3 and copy["2"]["inputs"]["noise_seed"] == 3
+    assert copy["3"]["inputs"]["seed"] == ["1", 0] and graph["1"]["inputs"]["seed"] == 6
+
+
+def test_the_toy_demo_graph_is_recognised_and_its_pairs_told_apart(tmp_path: Path) -> None:
+    demo = launcher.load_workflow(launcher.DEFAULT_WORKFLOW)
+    text = launcher.toy_demo_prompt(demo)
+    assert text is not None and " a " in text
+    assert launcher.toy_demo_prompt(STOCK_WORKFLOW) is None
+    plain, steered = tmp_path / "l2s_toy_unsteered_00003_.png", tmp_path / "l2s_toy_steered_00003_.png"
+    assert launcher.demo_pair([tmp_path / "l2s_toy_world_00003_.png", steered, plain]) == (plain, steered)
+    assert launcher.demo_pair([plain]) is None
+    command = launcher.demo_report_command("py", text, [(0, plain, steered)], tmp_path / "g.png")
+    assert command[:3] == ["py", "-m", "training.toy.demo"] and command[-4:] == ["--pair", "0", str(plain), str(steered)]
+
+
+def test_demo_report_runs_as_the_launcher_calls_it(tmp_path: Path) -> None:
+    import random
+
+    from training.toy.scenes import PAPER, ToyWorldConfig, render_scene
+
+    config = ToyWorldConfig(size=128, min_object_frac=0.3, max_object_frac=0.45, backgrounds=(PAPER,))
+    plain, steered = tmp_path / "p.png", tmp_path / "s.png"
+    render_scene("blue circle", "red square", "below", random.Random(0), config).image.save(plain)
+    render_scene("blue circle", "red square", "above", random.Random(0), config).image.save(steered)
+    out = tmp_path / "grid.png"
+    printed = launcher.run_demo_report(sys.executable, "a blue circle above a red square", [(0, plain, steered)], out)
+    assert printed.splitlines()[0] == "seed 0: plain: below - wrong; steered: above - right"
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(launcher.LauncherError, match="Not a toy relation prompt"):
+        launcher.run_demo_report(sys.executable, "a blue circle near a red square", [(0, plain, steered)], out)
+
+
 def test_log_scans_find_the_fatal_module_and_pack_import_failures() -> None:
     log = (
         "ModuleNotFoundError: No module named 'torchaudio'\n"
@@ -425,3 +463,8 @@ def test_demo_sh_runs_the_default_toy_world(tmp_path: Path, request: pytest.Fixt
     assert any(image.name.startswith("l2s_toy_world_") for image in images), result.stdout
     for image in images:
         assert image.read_bytes()[:8] == PNG_MAGIC
+    readings = [line for line in result.stdout.splitlines() if line.startswith("seed ")]
+    assert [line.split(":")[0] for line in readings] == [f"seed {i}" for i in range(launcher.DEFAULT_TOY_SEEDS)]
+    assert all("plain: " in line and "; steered: " in line for line in readings), readings
+    grid = tmp_path / "ws" / "base" / "output" / launcher.GRID_NAME
+    assert f"grid: {grid.resolve()}" in result.stdout and grid.read_bytes()[:8] == PNG_MAGIC

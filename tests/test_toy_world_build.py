@@ -17,8 +17,8 @@ from l2s_core.toy_bundle import load_bundle  # noqa: E402
 from training.toy.build import BuildConfig, build_toy_world, pooling_init_  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_WORLD = REPO / "toy_world" / "toy_world.safetensors"
-SHIPPED_CLASSIFIER = REPO / "toy_world" / "toy_relation_classifier.safetensors"
+SHIPPED_WORLD = REPO / "toy_world" / "models" / "toy_world.safetensors"
+SHIPPED_CLASSIFIER = REPO / "toy_world" / "classifiers" / "toy_relation_classifier.safetensors"
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ workflow through the HTTP API, the files its loaders list, and the errors a bad 
 
 The comparison runs tests/comfy_checks/toy_world_check.py under ComfyUI's Python (``COMFYUI_PYTHON``, which must
 also have diffusers and transformers). The bundle comes from tests/toy_world_files.py: ``L2S_TOY_BUNDLE``, else the
-shipped ``toy_world/toy_world.safetensors``, else a tiny bundle built once and cached.
+shipped ``toy_world/models/toy_world.safetensors``, else a tiny bundle built once and cached.
 
 Measured on the reference setup (CPU fp32, dev bundle): UNet outputs agree to ~1e-6 relative, text hidden states to
 ~1.5e-6 absolute, VAE decode and encode exactly, the tokenizer on all 159 prompts.
@@ -121,7 +121,7 @@ def test_a_broken_bundle_raises_a_bundle_error_naming_the_file(check: dict[str, 
 
 
 @comfyui
-def test_loaders_list_the_pack_directory_by_kind_and_user_folders_as_they_are(check: dict[str, Any]) -> None:
+def test_loaders_list_the_pack_folder_of_their_kind_and_user_folders_as_they_are(check: dict[str, Any]) -> None:
     listing = check["listing"]
     assert listing["toy_worlds"] == ["my_world.safetensors", "stray.safetensors", "toy_world.safetensors"]
     assert listing["classifiers"] == ["my_classifier.safetensors", "toy_relation_classifier.safetensors",
@@ -178,8 +178,8 @@ def test_loader_lists_the_folder_and_refuses_a_file_without_toy_metadata(comfy_s
 
 @comfyui
 @pytest.mark.skipif(not (SHIPPED_BUNDLE.is_file() and SHIPPED_CLASSIFIER.is_file()),
-                    reason="the pack does not ship toy_world/toy_world.safetensors and "
-                    "toy_world/toy_relation_classifier.safetensors yet")
+                    reason="the pack does not ship toy_world/models/toy_world.safetensors and "
+                    "toy_world/classifiers/toy_relation_classifier.safetensors yet")
 def test_shipped_files_appear_in_their_loaders_with_no_setup(comfy_server: ComfyServer) -> None:
     info = comfy_server.object_info()
     worlds = info["L2S_LoadToyWorld"]["input"]["required"]["world"][1]["options"]

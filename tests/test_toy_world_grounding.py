@@ -9,7 +9,6 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from training.synthetic import COLOURS  # noqa: E402
 from training.toy.architecture import ToyArchitecture, build_unet  # noqa: E402
 from training.toy.build import BuildConfig, GroundingTargets, render_scenes, train_unet  # noqa: E402
 from training.toy.grounding import (  # noqa: E402
@@ -19,6 +18,7 @@ from training.toy.grounding import (  # noqa: E402
     object_boxes_loss_inputs,
     object_token_positions,
 )
+from training.toy.scenes import COLOURS  # noqa: E402
 from training.toy.vocabulary import prompt_ids, relation_prompt, words_of  # noqa: E402
 
 

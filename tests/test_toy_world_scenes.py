@@ -1,4 +1,4 @@
-"""Tests for training.synthetic: determinism, exact boxes that match the drawn pixels, relations, bias."""
+"""Tests for training.toy.scenes: determinism, exact boxes that match the drawn pixels, relations, bias."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from l2s_core.relations import ABOVE, BELOW, LEFT_OF, RIGHT_OF, SPATIAL_RELATIONS
 from training.geometry import boxes_overlap, relations_from_boxes
-from training.synthetic import (
+from training.toy.scenes import (
     COLOURS,
     DEFAULT_KINDS,
     INVERSE,

@@ -17,8 +17,8 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 REPO = Path(__file__).resolve().parents[1]
-WORLD = REPO / "toy_world" / "toy_world.safetensors"
-CLASSIFIER = REPO / "toy_world" / "toy_relation_classifier.safetensors"
+WORLD = REPO / "toy_world" / "models" / "toy_world.safetensors"
+CLASSIFIER = REPO / "toy_world" / "classifiers" / "toy_relation_classifier.safetensors"
 MARGIN = 0.1
 
 

@@ -12,8 +12,8 @@ from safetensors.torch import save_file
 
 from l2s_core.relations import SPATIAL_RELATIONS
 from l2s_core.toy_bundle import METADATA_KEY, BundleError, load_bundle, read_bundle_metadata, save_bundle
-from training.synthetic import DEFAULT_KINDS, ToyWorldConfig, render_scene
-from training.toy.judge import detect, judge
+from training.toy.judge import background_cleanliness, detect, judge
+from training.toy.scenes import DEFAULT_KINDS, PAPER, ToyWorldConfig, render_scene
 from training.toy.vocabulary import CLIP_TOKEN_IDS, END_ID, START_ID, prompt_ids, relation_prompt
 
 # -- vocabulary ---------------------------------------------------------------------------------------------------
@@ -127,13 +127,15 @@ def test_bundle_errors_name_the_file_and_the_problem(tmp_path) -> None:
 
 @pytest.mark.parametrize("relation", SPATIAL_RELATIONS)
 def test_judge_reads_the_drawn_relation_and_rejects_the_swapped_one(relation: str) -> None:
-    config = ToyWorldConfig(min_object_frac=0.22, max_object_frac=0.36)
-    for seed in range(20):
-        scene = render_scene("purple cross", "yellow star", relation, random.Random(seed), config)
-        image = np.asarray(scene.image)
-        verdict = judge(image, "purple cross", relation, "yellow star")
-        assert verdict.correct and verdict.present == (True, True), (seed, verdict)
-        assert not judge(image, "yellow star", relation, "purple cross").correct
+    for config in (ToyWorldConfig(min_object_frac=0.22, max_object_frac=0.36),  # the first world: 64 px, 4 tints
+                   ToyWorldConfig(size=128, min_object_frac=0.30, max_object_frac=0.45, backgrounds=(PAPER,))):
+        for seed in range(20):
+            scene = render_scene("purple cross", "yellow star", relation, random.Random(seed), config)
+            image = np.asarray(scene.image)
+            verdict = judge(image, "purple cross", relation, "yellow star")
+            assert verdict.correct and verdict.present == (True, True), (seed, verdict)
+            assert not judge(image, "yellow star", relation, "purple cross").correct
+            assert background_cleanliness(image, verdict) == 1.0
 
 
 def test_judge_reports_a_missing_object_and_ignores_specks() -> None:
@@ -144,11 +146,37 @@ def test_judge_reports_a_missing_object_and_ignores_specks() -> None:
     assert verdict.present == (True, False) and not verdict.correct and "not detected" in verdict.reason
     (found,) = detect(image, ["red square"])
     assert found.box == (10.0, 10.0, 20.0, 20.0) and found.score == 100.0
+    assert verdict.summary("above") == "object missing - wrong"
+
+
+def test_judge_needs_the_minimum_area_and_it_is_far_below_the_smallest_drawn_object() -> None:
+    image = np.full((128, 128, 3), PAPER, dtype=np.uint8)
+    image[10:19, 10:19] = (220, 30, 30)  # 81 px: below 0.5 % of 128 x 128 (82 px)
+    assert detect(image, ["red square"]) == []
+    image[10:19, 19] = (220, 30, 30)  # 90 px
+    assert [d.name for d in detect(image, ["red square"])] == ["red square"]
+    config = ToyWorldConfig(size=128, min_object_frac=0.30, max_object_frac=0.45, backgrounds=(PAPER,))
+    smallest = min(d.score for seed in range(30) for d in detect(
+        np.asarray(render_scene("yellow star", "green triangle", "above", random.Random(seed), config).image),
+        ["yellow star", "green triangle"]))
+    assert smallest > 3 * 82, smallest
+
+
+def test_background_cleanliness_counts_stray_colour_away_from_the_objects() -> None:
+    image = np.full((100, 100, 3), PAPER, dtype=np.uint8)
+    image[10:30, 10:30] = (220, 30, 30)
+    image[70:90, 10:30] = (30, 70, 220)
+    verdict = judge(image, "red square", "above", "blue circle")
+    assert verdict.correct and background_cleanliness(image, verdict) == 1.0
+    image[0:10, 50:100] = (120, 120, 120)  # 500 dirty pixels outside both boxes (grown by 2 px)
+    outside = 100 * 100 - 2 * 24 * 24
+    assert background_cleanliness(image, verdict) == pytest.approx(1 - 500 / outside)
+    assert verdict.summary("above") == "above - right" and verdict.summary("below") == "above - wrong"
 
 
 def test_benchmark_grid_marks_the_one_usual_arrangement_of_each_pair() -> None:
-    from training.synthetic import usual_relation
     from training.toy.benchmark import Row, format_table, prompt_grid
+    from training.toy.scenes import usual_relation
 
     grid = prompt_grid(DEFAULT_KINDS, 6)
     assert len(grid) == 24
@@ -158,6 +186,42 @@ def test_benchmark_grid_marks_the_one_usual_arrangement_of_each_pair() -> None:
         assert sum(g.usual for g in pair) == 1
         usual = next(g for g in pair if g.usual)
         assert usual.relation == usual_relation(usual.subject, usual.object, DEFAULT_KINDS)
-    row = Row("plain", 8, 0.5, 0.75, 0.3, 0.0, None, accuracy_usual=1.0, accuracy_unusual=1 / 3)
+    row = Row("plain", 8, 0.5, 0.75, 0.3, 0.0, None, accuracy_usual=1.0, accuracy_unusual=1 / 3, cleanliness=0.9)
     line = format_table([row]).splitlines()[-1]
-    assert line == "| plain | 8 | 0.500 | 1.000 | 0.333 | 0.750 | 0.30 | 0.0 |"
+    assert line == "| plain | 8 | 0.500 | 1.000 | 0.333 | 0.750 | 0.900 | 0.30 | 0.0 |"
+    assert len(prompt_grid(DEFAULT_KINDS, 30)) == 120  # the default grid: every ordered pair x 4 relations
+
+
+def test_benchmark_batches_share_relation_words_and_cover_the_grid_once() -> None:
+    from training.toy.benchmark import _batches, prompt_grid
+
+    grid = prompt_grid(DEFAULT_KINDS, 30)
+    batches = _batches(grid, [7, 8], 50)
+    assert sorted((i, seed) for batch in batches for i, _, seed in batch) == [
+        (i, s) for i in range(len(grid)) for s in (7, 8)]
+    assert all(len(b) <= 50 and len({item.relation for _, item, _ in b}) == 1 for b in batches)
+
+
+def test_demo_report_reads_each_panel_and_saves_an_enlarged_grid(tmp_path) -> None:
+    from PIL import Image
+
+    from training.toy.demo import parse_request, report
+
+    request = parse_request("a blue circle to the left of a red square")
+    assert (request.subject, request.relation, request.object) == ("blue circle", "to the left of", "red square")
+    with pytest.raises(ValueError, match="Not a toy relation prompt"):
+        parse_request("a blue circle near a red square")
+    config = ToyWorldConfig(size=128, min_object_frac=0.30, max_object_frac=0.45, backgrounds=(PAPER,))
+    paths = {}
+    for relation in ("left of", "right of"):
+        scene = render_scene("blue circle", "red square", relation, random.Random(3), config)
+        paths[relation] = tmp_path / f"{relation.replace(' ', '_')}.png"
+        scene.image.save(paths[relation])
+    out = tmp_path / "grid.png"
+    readings = report("a blue circle to the left of a red square",
+                      [(0, paths["right of"], paths["left of"]), (1, paths["left of"], paths["left of"])], out)
+    assert [r.line() for r in readings] == [
+        "seed 0: plain: to the right of - wrong; steered: to the left of - right",
+        "seed 1: plain: to the left of - right; steered: to the left of - right"]
+    grid = Image.open(out)
+    assert grid.width >= 2 * 256 and grid.height >= 2 * 256

@@ -19,7 +19,7 @@ from PIL import Image
 from l2s_core.relations import ABOVE, BELOW, LEFT_OF, RIGHT_OF, SPATIAL_RELATIONS
 from training.__main__ import COMMANDS, build_parser, main
 from training.geometry import relations_from_boxes
-from training.synthetic import ObjectKind
+from training.toy.scenes import ObjectKind
 from training.triplets import (
     Candidate,
     SplitSizes,

@@ -1,10 +1,10 @@
 """Toy-world files for the tests: the bundle and classifier the pack ships, or small stand-ins when it has none yet.
 
-The bundle is, in order: the file named by ``L2S_TOY_BUNDLE``; the shipped ``toy_world/toy_world.safetensors``; a
+The bundle is, in order: the file named by ``L2S_TOY_BUNDLE``; the shipped ``toy_world/models/toy_world.safetensors``; a
 tiny bundle built with :func:`training.toy.build.build_toy_world` (64 scenes, 2 autoencoder and 2 UNet steps: same
 format and architecture, untrained weights), cached under pytest's cache directory by a hash of the code that
 builds it, so it is built once (about 20-60 s on CPU) until that code changes. The classifier is the shipped
-``toy_world/toy_relation_classifier.safetensors`` or a random one of family ``toy`` with the bundle's channel count.
+``toy_world/classifiers/toy_relation_classifier.safetensors`` or a random one of family ``toy`` with the bundle's channel count.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_DIR = REPO_ROOT / "toy_world"
-SHIPPED_BUNDLE = SHIPPED_DIR / "toy_world.safetensors"
-SHIPPED_CLASSIFIER = SHIPPED_DIR / "toy_relation_classifier.safetensors"
+SHIPPED_BUNDLE = SHIPPED_DIR / "models" / "toy_world.safetensors"
+SHIPPED_CLASSIFIER = SHIPPED_DIR / "classifiers" / "toy_relation_classifier.safetensors"
 BUNDLE_ENV = "L2S_TOY_BUNDLE"
 TOY_WORLD_FOLDER_KEY = "l2s_toy_worlds"
 
 TINY_BUILD: dict[str, Any] = {"num_images": 64, "ae_steps": 2, "unet_steps": 2}
 # The code a tiny bundle depends on: a change invalidates the cached build.
 BUILD_SOURCES = ("training/toy/architecture.py", "training/toy/build.py", "training/toy/vocabulary.py",
-                 "training/synthetic.py", "l2s_core/toy_bundle.py")
+                 "training/toy/scenes.py", "l2s_core/toy_bundle.py")
 
 
 def toy_world_dir(server: Any) -> Path:

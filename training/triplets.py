@@ -13,7 +13,7 @@ Sources (``--source``, :mod:`training.sources`):
            (:mod:`training.geometry`).
     jsonl  One item per line: ``{"image", "subject", "object", and "relation" or "subject_box" + "object_box"
            ([x0, y0, x1, y1] pixels), optional "image_id", "image_size"}``.
-    toy    The synthetic world of :mod:`training.synthetic`: images are drawn into ``<out>/images``, exactly as many
+    toy    The synthetic world of :mod:`training.toy.scenes`: images are drawn into ``<out>/images``, exactly as many
            per relation and split as the quotas ask.
 
 Filters (each counted in ``summary.json``): relations outside the requested set; subject and object with the same
@@ -53,7 +53,7 @@ from .geometry import POSITION_THRESHOLD
 from .hypernyms import BUILTIN_HYPERNYMS, HypernymTable, builtin_hypernym_pairs, clashing_names, load_hypernyms
 from .sources import GQA_RELATION_NAMES, SOURCES, generate_toy, load_coco, load_gqa, load_jsonl
 from .splits import OFFICIAL_SPLIT_SIZES, SPLITS, Selection, SplitSizes, select_balanced
-from .synthetic import DEFAULT_KINDS, ToyWorldConfig
+from .toy.scenes import DEFAULT_KINDS, ToyWorldConfig
 
 __all__ = [
     "BUILTIN_HYPERNYMS",

@@ -43,7 +43,7 @@ def check_tokenizer() -> dict[str, Any]:
     import comfy.sd1_clip
 
     from l2s_core.relations import SPATIAL_RELATIONS
-    from training.synthetic import DEFAULT_KINDS
+    from training.toy.scenes import DEFAULT_KINDS
     from training.toy.vocabulary import CLIP_TOKEN_IDS, prompt_ids, relation_prompt
 
     tokenizer = comfy.sd1_clip.SD1Tokenizer()
@@ -193,7 +193,8 @@ def check_errors(torch: Any, pack: dict[str, Any], path: Path, scratch: Path) ->
 def check_listing(torch: Any, pack: dict[str, Any], path: Path, scratch: Path) -> dict[str, Any]:
     """Folder registration and the loaders' file lists, with a stand-in for the pack's ``toy_world/`` directory.
 
-    Layout: ``pack_toy_world/`` holds the bundle and a classifier (as the pack ships them); ``models/`` the user's
+    Layout: ``pack_toy_world/models`` holds the bundle and ``pack_toy_world/classifiers`` a classifier (as the pack
+    ships them); ``models/`` the user's
     folders with a bundle, a stray non-bundle file and a classifier; ``yaml_classifiers/`` a folder registered as
     ``l2s_classifiers`` before the pack, as extra_model_paths.yaml does.
     """
@@ -203,18 +204,20 @@ def check_listing(torch: Any, pack: dict[str, Any], path: Path, scratch: Path) -
     paths = pack["paths"]
     root = scratch / "listing"
     pack_dir, models, yaml_dir = root / "pack_toy_world", root / "models", root / "yaml_classifiers"
-    for folder in (pack_dir, models / "l2s_toy_worlds", models / "l2s_classifiers", yaml_dir):
+    pack_models, pack_classifiers = pack_dir / "models", pack_dir / "classifiers"
+    for folder in (pack_models, pack_classifiers, models / "l2s_toy_worlds", models / "l2s_classifiers", yaml_dir):
         folder.mkdir(parents=True, exist_ok=True)
     plain = {"weight": torch.zeros(2)}
-    (pack_dir / "toy_world.safetensors").symlink_to(path)
-    save_file(plain, str(pack_dir / "toy_relation_classifier.safetensors"))
+    (pack_models / "toy_world.safetensors").symlink_to(path)
+    save_file(plain, str(pack_classifiers / "toy_relation_classifier.safetensors"))
     (models / "l2s_toy_worlds" / "my_world.safetensors").symlink_to(path)
     save_file(plain, str(models / "l2s_toy_worlds" / "stray.safetensors"))
     torch.save(plain, models / "l2s_toy_worlds" / "not_a_world.pth")
     save_file(plain, str(models / "l2s_classifiers" / "my_classifier.safetensors"))
     torch.save(plain, yaml_dir / "yaml_classifier.pth")
 
-    paths.PACK_TOY_WORLD_DIR = str(pack_dir)
+    paths.PACK_TOY_MODELS_DIR = str(pack_models)
+    paths.PACK_TOY_CLASSIFIERS_DIR = str(pack_classifiers)
     folder_paths.models_dir = str(models)
     folder_paths.folder_names_and_paths.pop(paths.TOY_WORLD_FOLDER, None)
     folder_paths.folder_names_and_paths[paths.CLASSIFIER_FOLDER] = ([str(yaml_dir)], set())
@@ -226,8 +229,8 @@ def check_listing(torch: Any, pack: dict[str, Any], path: Path, scratch: Path) -
         "toy_world_paths": folder_paths.folder_names_and_paths[paths.TOY_WORLD_FOLDER][0],
         "classifier_paths": folder_paths.folder_names_and_paths[paths.CLASSIFIER_FOLDER][0],
         "classifier_extensions": sorted(folder_paths.folder_names_and_paths[paths.CLASSIFIER_FOLDER][1]),
-        "expected_toy_world_paths": [str(models / "l2s_toy_worlds"), str(pack_dir)],
-        "expected_classifier_paths": [str(yaml_dir), str(models / "l2s_classifiers"), str(pack_dir)],
+        "expected_toy_world_paths": [str(models / "l2s_toy_worlds"), str(pack_models)],
+        "expected_classifier_paths": [str(yaml_dir), str(models / "l2s_classifiers"), str(pack_classifiers)],
     }
 
 

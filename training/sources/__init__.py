@@ -6,7 +6,7 @@ Sources:
     gqa    GQA scene graphs (:mod:`.gqa`, :func:`load_gqa`).
     coco   A COCO-style instances JSON, relations from the boxes (:mod:`.coco`, :func:`load_coco`).
     jsonl  One item per line (:mod:`.jsonl`, :func:`load_jsonl`).
-    toy    The synthetic world of :mod:`training.synthetic` (:mod:`.toy`, :func:`generate_toy`).
+    toy    The synthetic world of :mod:`training.toy.scenes` (:mod:`.toy`, :func:`generate_toy`).
 
 Filters (each counted in ``summary.json``): relations outside the requested set; subject and object with the same
 name; names with several instances in one image (ambiguous: the official GQA code forgot this); hypernym clashes

@@ -1,6 +1,6 @@
 """Toy source of the ``triplets`` command: synthetic scenes drawn on the fly, exactly as many as the quotas ask.
 
-The synthetic world of :mod:`training.synthetic`: images are drawn into ``<out>/images``, exactly as many per
+The synthetic world of :mod:`training.toy.scenes`: images are drawn into ``<out>/images``, exactly as many per
 relation and split as the quotas ask. Unlike the annotation sources it returns a finished
 :class:`~training.splits.Selection` (every scene is its own image, so the splits are image-disjoint by
 construction).
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..candidates import Candidate
 from ..splits import SPLITS, Selection, SplitSizes
-from ..synthetic import ToyWorldConfig, parse_kinds, render_scene, sample_pair
+from ..toy.scenes import ToyWorldConfig, parse_kinds, render_scene, sample_pair
 
 
 def _slug(relation: str) -> str:

@@ -2,9 +2,13 @@
 
 A fixed grid of prompts x seeds ("a <A> <relation> a <B>" for ordered pairs of toy kinds and all four relations) is
 sampled under several conditions; every image is judged with :func:`training.toy.judge.judge` (GenEval position
-rule on the boxes of the objects' colours). The table reports, per condition: spatial accuracy, object presence
-(both objects found), seconds per image and steering passes (forward+backward) per image, so accuracy per unit of
-extra compute is visible.
+rule on the boxes of the objects' colours). The table reports, per condition: spatial accuracy (split into the
+pairs' usual arrangement and the unusual ones), object presence (both objects found), background cleanliness
+(:func:`training.toy.judge.background_cleanliness`), seconds per image and steering passes (forward+backward) per
+image, so accuracy per unit of extra compute is visible.
+
+Prompts that share their relation words are sampled in one batch (each image gets exactly what it would get alone:
+its own seed's noise, its own prompt; every layer of the toy UNet works per sample).
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from l2s_core.checkpoint import LoadedClassifier
 from l2s_core.relations import SPATIAL_RELATIONS
 from l2s_core.settings import SteeringSettings
 
-from ..synthetic import usual_relation
-from .judge import judge
+from .judge import DEFAULT_BACKGROUNDS, background_cleanliness, judge
 from .sampling import ToySampler
+from .scenes import usual_relation
 from .vocabulary import relation_prompt
 
 logger = logging.getLogger(__name__)
@@ -73,27 +77,48 @@ class Row:
     settings: dict | None
     accuracy_usual: float = float("nan")  # prompts asking for the pair's usual (training-biased) arrangement
     accuracy_unusual: float = float("nan")  # prompts asking for one of the three unusual arrangements
+    cleanliness: float = float("nan")  # mean share of background pixels still the background colour
+
+
+def world_backgrounds(sampler: ToySampler) -> tuple[tuple[int, int, int], ...]:
+    """The background colours of the sampler's world (from its bundle; older bundles: every known background)."""
+    listed = sampler.bundle.meta.get("world", {}).get("backgrounds")
+    return tuple(tuple(int(v) for v in c) for c in listed) if listed else DEFAULT_BACKGROUNDS
+
+
+def _batches(grid: Sequence[GridItem], seeds: Sequence[int], size: int) -> list[list[tuple[int, GridItem, int]]]:
+    """(grid index, item, seed) triples grouped by relation (shared token positions), at most ``size`` per batch."""
+    by_relation: dict[str, list[tuple[int, GridItem, int]]] = {}
+    for index, item in enumerate(grid):
+        for seed in seeds:
+            by_relation.setdefault(item.relation, []).append((index, item, seed))
+    return [group[i:i + size] for group in by_relation.values() for i in range(0, len(group), size)]
 
 
 def run_condition(sampler: ToySampler, condition: Condition, grid: Sequence[GridItem], seeds: Sequence[int], *,
-                  steps: int, cfg: float, save_dir: Path | None = None) -> Row:
+                  steps: int, cfg: float, save_dir: Path | None = None, batch_size: int = 60) -> Row:
     """Sample and judge the whole grid under one condition."""
+    backgrounds = world_backgrounds(sampler)
     correct = present = count = 0
     by_usual = {True: [0, 0], False: [0, 0]}  # usual -> [correct, count]
     passes = 0
     seconds = 0.0
-    for index, item in enumerate(grid):
-        samples = sampler.sample(item.prompt, seeds, steps=steps, cfg=cfg, subject=item.subject,
-                                 relation=item.relation, obj=item.object, classifier=condition.classifier,
+    clean = 0.0
+    for batch in _batches(grid, seeds, batch_size):
+        samples = sampler.sample([item.prompt for _, item, _ in batch], [seed for _, _, seed in batch], steps=steps,
+                                 cfg=cfg, subject=[item.subject for _, item, _ in batch],
+                                 relation=[item.relation for _, item, _ in batch],
+                                 obj=[item.object for _, item, _ in batch], classifier=condition.classifier,
                                  steer=condition.steer)
         seconds += samples.seconds
         passes += sum(samples.steering_passes)
-        for seed, image in zip(seeds, samples.images, strict=True):
-            verdict = judge(image, item.subject, item.relation, item.object)
+        for (index, item, seed), image in zip(batch, samples.images, strict=True):
+            verdict = judge(image, item.subject, item.relation, item.object, backgrounds=backgrounds)
             correct += int(verdict.correct)
             by_usual[item.usual][0] += int(verdict.correct)
             by_usual[item.usual][1] += 1
             present += int(all(verdict.present))
+            clean += background_cleanliness(image, verdict, backgrounds=backgrounds)
             count += 1
             if save_dir is not None:
                 from PIL import Image
@@ -105,30 +130,32 @@ def run_condition(sampler: ToySampler, condition: Condition, grid: Sequence[Grid
               seconds_per_image=seconds / count, passes_per_image=passes / count,
               settings=None if condition.steer is None else asdict(condition.steer),
               accuracy_usual=by_usual[True][0] / by_usual[True][1] if by_usual[True][1] else float("nan"),
-              accuracy_unusual=by_usual[False][0] / by_usual[False][1] if by_usual[False][1] else float("nan"))
-    logger.info("%s: accuracy %.3f (usual %.3f, unusual %.3f), presence %.3f, %.2f s/image, %.1f passes/image",
-                row.condition, row.accuracy, row.accuracy_usual, row.accuracy_unusual, row.presence, row.seconds_per_image, row.passes_per_image)
+              accuracy_unusual=by_usual[False][0] / by_usual[False][1] if by_usual[False][1] else float("nan"),
+              cleanliness=clean / count)
+    logger.info("%s: accuracy %.3f (usual %.3f, unusual %.3f), presence %.3f, clean %.3f, %.2f s/image, "
+                "%.1f passes/image", row.condition, row.accuracy, row.accuracy_usual, row.accuracy_unusual,
+                row.presence, row.cleanliness, row.seconds_per_image, row.passes_per_image)
     return row
 
 
 def format_table(rows: Sequence[Row]) -> str:
     """A Markdown table of the rows."""
     lines = ["| condition | images | spatial accuracy | usual arrangements | unusual arrangements | both objects present "
-             "| s / image | steering passes / image |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| background clean | s / image | steering passes / image |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.condition} | {r.images} | {r.accuracy:.3f} | {r.accuracy_usual:.3f} | "
-                     f"{r.accuracy_unusual:.3f} | {r.presence:.3f} | "
+                     f"{r.accuracy_unusual:.3f} | {r.presence:.3f} | {r.cleanliness:.3f} | "
                      f"{r.seconds_per_image:.2f} | {r.passes_per_image:.1f} |")
     return "\n".join(lines)
 
 
 def run_benchmark(sampler: ToySampler, conditions: Sequence[Condition], grid: Sequence[GridItem],
                   seeds: Sequence[int], *, steps: int, cfg: float, out: Path | None,
-                  save_images: bool = False) -> list[Row]:
+                  save_images: bool = False, batch_size: int = 60) -> list[Row]:
     """Run every condition; write ``table.md`` and ``results.json`` to ``out`` when given."""
     start = time.perf_counter()
-    rows = [run_condition(sampler, c, grid, seeds, steps=steps, cfg=cfg,
+    rows = [run_condition(sampler, c, grid, seeds, steps=steps, cfg=cfg, batch_size=batch_size,
                           save_dir=(out / "images" / c.name.replace(" ", "_")) if (out and save_images) else None)
             for c in conditions]
     if out is not None:

@@ -2,7 +2,7 @@
 
 Stages (each logs its wall time; the totals go into the bundle metadata):
 
-1. **Scenes**: ``num_images`` scenes of two objects in one of the four relations (:mod:`training.synthetic`), with a
+1. **Scenes**: ``num_images`` scenes of two objects in one of the four relations (:mod:`.scenes`), with a
    co-occurrence bias: with probability ``bias`` the pair is one whose usual arrangement is the drawn relation.
    The prompt names the pair and the true relation ("a red square to the left of a blue circle"), or the same
    scene from the other object's side ("a blue circle to the right of a red square").
@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from l2s_core.relations import SPATIAL_RELATIONS as RELATIONS
 from l2s_core.toy_bundle import save_bundle
 
-from ..synthetic import DEFAULT_KINDS, INVERSE, ToyWorldConfig, render_scene, sample_pair
 from .architecture import (
     ToyArchitecture,
     build_autoencoder,
@@ -48,6 +47,7 @@ from .architecture import (
     text_encoder_config,
 )
 from .grounding import GroundingCapture, grounding_loss, object_boxes_loss_inputs
+from .scenes import DEFAULT_KINDS, INVERSE, ToyWorldConfig, render_scene, sample_pair
 from .vocabulary import prompt_ids, relation_prompt
 
 logger = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WORLD = Path("toy_world/toy_world.safetensors")
-DEFAULT_CLASSIFIER = Path("toy_world/toy_relation_classifier.safetensors")
+DEFAULT_WORLD = Path("toy_world/models/toy_world.safetensors")
+DEFAULT_CLASSIFIER = Path("toy_world/classifiers/toy_relation_classifier.safetensors")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,9 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     bench.add_argument("--ablation-classifier", type=Path, default=None,
                        help="classifier trained with --no-negatives, for the ablation row")
-    bench.add_argument("--pairs", type=int, default=6, help="ordered object pairs (x 4 relations) (default 6)")
-    bench.add_argument("--seeds", type=int, default=4, help="seeds per prompt (default 4)")
-    bench.add_argument("--first-seed", type=int, default=1000)
+    bench.add_argument("--pairs", type=int, default=30,
+                       help="ordered object pairs (x 4 relations) (default 30: every ordered pair of the six kinds)")
+    bench.add_argument("--seeds", type=int, default=2, help="seeds per prompt (default 2)")
+    bench.add_argument("--first-seed", type=int, default=1000,
+                       help="first seed of the grid (default 1000); re-measure on other seeds with another value")
+    bench.add_argument("--batch", type=int, default=60, help="images sampled together (default 60)")
     bench.add_argument("--steps", type=int, default=20)
     bench.add_argument("--cfg", type=float, default=8.0)
     bench.add_argument("--budgets", default="official,early,short",
@@ -155,7 +158,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     grid = prompt_grid(kinds, args.pairs)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     rows = run_benchmark(sampler, conditions, grid, seeds, steps=args.steps, cfg=args.cfg, out=args.out,
-                         save_images=args.save_images)
+                         save_images=args.save_images, batch_size=args.batch)
     print(format_table(rows))  # noqa: T201 - the command's result
     logger.info("table written to %s", args.out / "table.md")
     return 0

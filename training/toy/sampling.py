@@ -104,20 +104,32 @@ class ToySampler:
         image = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return image.permute(0, 2, 3, 1).cpu().numpy()  # (B, 3, H, W) -> (B, H, W, 3)
 
-    def sample(self, prompt: str, seeds: Sequence[int], *, steps: int = 20, cfg: float = 5.0,
-               subject: str | None = None, relation: str | None = None, obj: str | None = None,
-               classifier: LoadedClassifier | None = None, steer: SteeringSettings | None = None) -> Samples:
-        """Generate one image per seed; steer toward "<subject> <relation> <obj>" when ``steer`` is given."""
+    def sample(self, prompt: str | Sequence[str], seeds: Sequence[int], *, steps: int = 20, cfg: float = 5.0,
+               subject: str | Sequence[str] | None = None, relation: str | Sequence[str] | None = None,
+               obj: str | Sequence[str] | None = None, classifier: LoadedClassifier | None = None,
+               steer: SteeringSettings | None = None) -> Samples:
+        """Generate one image per seed; steer toward "<subject> <relation> <obj>" when ``steer`` is given.
+
+        ``prompt``, ``subject``, ``relation`` and ``obj`` are either one value for the whole batch or one per seed.
+        A batch of different prompts is sampled together (every sample gets exactly what it would get alone); when
+        steering, their subjects and objects must sit at the same token positions (e.g. prompts that share the
+        relation words).
+        """
         start = time.perf_counter()
-        cond = self.embed(prompt)
+        batch = len(seeds)
+        prompts = _per_sample(prompt, batch, "prompt")
+        distinct = {p: self.embed(p) for p in dict.fromkeys(prompts)}
+        cond = torch.cat([distinct[p] for p in prompts])  # (B, 77, D)
         z = self.noise(seeds)
         scheduler = self._scheduler(steps)
-        passes = [0] * len(seeds)
+        passes = [0] * batch
         for i, t in enumerate(scheduler.timesteps):
             if steer is not None and i < steer.last_step:
                 if classifier is None or subject is None or relation is None or obj is None:
                     raise ValueError("Steered sampling needs the classifier, subject, relation and object.")
-                z, used = self._refine(z, t, i, steps, cond, prompt, subject, relation, obj, classifier, steer)
+                request = _SteerRequest(prompts, _per_sample(subject, batch, "subject"),
+                                        _per_sample(relation, batch, "relation"), _per_sample(obj, batch, "obj"))
+                z, used = self._refine(z, t, i, steps, cond, request, classifier, steer)
                 passes = [p + u for p, u in zip(passes, used, strict=True)]
             with torch.no_grad():
                 eps = self._eps(z, t, cond, cfg)
@@ -125,28 +137,59 @@ class ToySampler:
         images = self.decode(z)
         return Samples(images=images, seconds=time.perf_counter() - start, steering_passes=tuple(passes))
 
-    def _refine(self, z: torch.Tensor, t: torch.Tensor, step: int, steps: int, cond: torch.Tensor, prompt: str,
-                subject: str, relation: str, obj: str, classifier: LoadedClassifier,
-                steer: SteeringSettings) -> tuple[torch.Tensor, list[int]]:
-        target = RecordTarget(phrase_positions(prompt, subject), phrase_positions(prompt, obj), 77,
-                              latent_size=(self.latent_size, self.latent_size))
-        batch = z.shape[0]
-        context = cond.expand(batch, -1, -1)
+    def _refine(self, z: torch.Tensor, t: torch.Tensor, step: int, steps: int, cond: torch.Tensor,
+                request: _SteerRequest, classifier: LoadedClassifier, steer: SteeringSettings
+                ) -> tuple[torch.Tensor, list[int]]:
+        subject_positions, object_positions = request.positions()
+        target = RecordTarget(subject_positions, object_positions, 77, latent_size=(self.latent_size, self.latent_size))
 
         def maps_fn(z_leaf: torch.Tensor, triplet: int) -> torch.Tensor:
             with self.recorder.installed(), self.recorder.recording(target):
-                self.unet(z_leaf, t, encoder_hidden_states=context)
+                self.unet(z_leaf, t, encoder_hidden_states=cond)
                 subject_layers, object_layers = self.recorder.layers()
             maps = classifier_input(subject_layers, object_layers, "unet", classifier.map_size)  # (B, 2, C, S, S)
             check_channel_count(classifier.channels, maps.shape[2], expected_family=classifier.family)
             return maps
 
-        targets = [torch.full((batch,), classifier.relation_index(relation), dtype=torch.long)]
+        targets = [torch.tensor([classifier.relation_index(r) for r in request.relations], dtype=torch.long)]
         class_step = classifier_step_index(step, steps, classifier.trained_steps, classifier.trained_num_steps)
         result = refine_latent(z, maps_fn, classifier.model, targets, step_index=class_step,
                                step_size=steer.step_size, iterations=steer.iterations,
                                loss_threshold=steer.threshold_for(step),
                                early_stop_probability=steer.early_stop_probability)
         # A sample costs a forward+backward at every iteration where it was evaluated (its loss is not NaN).
-        used = [sum(1 for r in result.records if not math.isnan(r.losses[b])) for b in range(batch)]
+        used = [sum(1 for r in result.records if not math.isnan(r.losses[b])) for b in range(z.shape[0])]
         return result.latent.to(z.dtype), used
+
+
+def _per_sample(value: str | Sequence[str], batch: int, name: str) -> list[str]:
+    """One value per sample: a single string repeated, or a sequence of exactly ``batch`` strings."""
+    if isinstance(value, str):
+        return [value] * batch
+    values = list(value)
+    if len(values) != batch:
+        raise ValueError(f"{name}: {len(values)} values for {batch} seeds; give one value or one per seed.")
+    return values
+
+
+@dataclass(frozen=True)
+class _SteerRequest:
+    """What a steered batch asks for, one entry per sample."""
+
+    prompts: list[str]
+    subjects: list[str]
+    relations: list[str]
+    objects: list[str]
+
+    def positions(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The subject's and the object's token positions, shared by every sample.
+
+        Raises:
+            ValueError: the samples' subjects or objects sit at different token positions.
+        """
+        pairs = {(phrase_positions(p, s), phrase_positions(p, o))
+                 for p, s, o in zip(self.prompts, self.subjects, self.objects, strict=True)}
+        if len(pairs) != 1:
+            raise ValueError(f"A steered batch needs its subjects and objects at the same token positions in every "
+                             f"prompt; got {sorted(pairs)}. Batch prompts that share the relation words.")
+        return pairs.pop()

@@ -1,7 +1,8 @@
 """A synthetic toy world: two coloured shapes on a plain background, with exact boxes and a known relation.
 
-This module owns the toy scenes used to test the data pipeline end to end without real photos (the ``toy`` source
-of ``python -m training triplets``) and, later, a toy text-to-image world. A scene holds two objects with
+This module owns the scene definition of the toy world: what the toy text-to-image model is trained on
+(:mod:`.build`), what its classifier's training images are (the ``toy`` source of ``python -m training triplets``),
+and the palette its judge knows (:mod:`.judge`). A scene holds two objects with
 multi-word names (colour + shape, e.g. "red square", "blue circle"); each object is drawn in one flat colour, and its
 box is the tight bounding box of its drawn pixels (``(x0, y0, x1, y1)``, pixels, ``x1``/``y1`` exclusive). The
 boxes never overlap, and the relation of the subject to the object is the *only* one the GenEval rule
@@ -9,7 +10,7 @@ boxes never overlap, and the relation of the subject to the object is the *only*
 
 Everything is deterministic given a ``random.Random`` (or an integer seed). Object pairs can be biased toward a
 "usual" arrangement (:func:`usual_relation`, :func:`sample_pair`) to build data sets where the object names alone
-predict the relation, a shortcut the dual-inversion negatives of method.md §7.3 are meant to defeat.
+predict the relation, a shortcut the dual-inversion negatives of the training pipeline are meant to defeat.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from PIL import Image, ImageDraw
 
 from l2s_core.relations import ABOVE, BELOW, LEFT_OF, RIGHT_OF, canonical_relation
 
-from .geometry import POSITION_THRESHOLD, Box, relations_from_boxes
+from ..geometry import POSITION_THRESHOLD, Box, relations_from_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ DEFAULT_KINDS: tuple[str, ...] = (
 
 BACKGROUNDS: tuple[Colour, ...] = ((200, 200, 200), (215, 205, 185), (185, 195, 210), (205, 215, 195))
 """Plain background colours (mid-light tints, distinct from every object colour, including white and black)."""
+
+PAPER: Colour = (236, 236, 236)
+"""The single background of the second toy world: a light neutral grey that no object colour is near (the nearest,
+yellow, is 220 RGB units away), so every object stands out by eye and by colour distance."""
 
 INVERSE: MappingProxyType[str, str] = MappingProxyType(
     {LEFT_OF: RIGHT_OF, RIGHT_OF: LEFT_OF, ABOVE: BELOW, BELOW: ABOVE}
@@ -152,6 +157,7 @@ class ToyWorldConfig:
         gap: Minimum free pixels between the two boxes.
         threshold: GenEval position threshold used to check the relation.
         max_tries: Placement attempts before giving up.
+        backgrounds: The background colours a scene picks from (uniformly).
     """
 
     size: int = 64
@@ -160,6 +166,7 @@ class ToyWorldConfig:
     gap: int = 1
     threshold: float = POSITION_THRESHOLD
     max_tries: int = 5000
+    backgrounds: tuple[Colour, ...] = BACKGROUNDS
 
     def __post_init__(self) -> None:
         if self.size < 32:
@@ -169,6 +176,8 @@ class ToyWorldConfig:
                 "Toy object sizes need 0.05 <= min_object_frac <= max_object_frac <= 0.45, got "
                 f"{self.min_object_frac} and {self.max_object_frac}."
             )
+        if not self.backgrounds:
+            raise ValueError("A toy world needs at least one background colour.")
         if self.gap < 0 or self.max_tries < 1:
             raise ValueError(f"gap must be >= 0 and max_tries >= 1, got {self.gap} and {self.max_tries}.")
 
@@ -293,7 +302,7 @@ def render_scene(
     if kind_a == kind_b:
         raise ValueError(f"A toy scene needs two different objects, got {kind_a.name!r} twice.")
     relation = canonical_relation(relation)
-    background = BACKGROUNDS[rng.randrange(len(BACKGROUNDS))]
+    background = config.backgrounds[rng.randrange(len(config.backgrounds))]
     for _ in range(config.max_tries):
         box_a, box_b = _sample_box(rng, config), _sample_box(rng, config)
         if not _separated(box_a, box_b, config.gap):
