@@ -1,4 +1,4 @@
-"""Tests for l2s_core.optimize (test-time optimisation loop) and l2s_core.toy_denoiser."""
+"""Tests for l2s_core.optimize (test-time optimisation loop) and the toy denoiser test helper (tests/toy_denoiser.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from l2s_core.optimize import (
     refine_latent,
     target_probability,
 )
-from l2s_core.toy_denoiser import ToyAttentionDenoiser
+from toy_denoiser import ToyAttentionDenoiser
 
 # Official class order (alphabetical): above, below, is, to the left of, to the right of.
 ABOVE, BELOW, IS, LEFT, RIGHT = range(5)

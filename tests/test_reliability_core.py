@@ -21,7 +21,7 @@ from l2s_core.steps import (
     progress_at_sigma,
     step_seed,
 )
-from l2s_core.toy_denoiser import ToyAttentionDenoiser
+from toy_denoiser import ToyAttentionDenoiser
 
 OFFICIAL_50 = [5, 10, 15, 20, 25, 49]
 SUBJECT, OBJECT = [1], [3]

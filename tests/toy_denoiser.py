@@ -1,10 +1,10 @@
-"""A tiny deterministic, differentiable stand-in for a diffusion denoiser's cross-attention (tests and CPU demo).
+"""A tiny deterministic, differentiable stand-in for a diffusion denoiser's cross-attention (a test helper).
 
 This module owns :class:`ToyAttentionDenoiser`. It has no image model inside: each "layer" maps the latent to
 queries with a fixed 1x1 convolution, and the queries attend over ``T`` fixed text-token keys. The resulting
 text-softmax probabilities are a smooth, per-pixel function of the latent, so gradients of anything computed from
 the maps flow back to the latent, and samples in a batch never interact. Layer 0 works at the latent resolution,
-layer 1 at half of it (2x2 average pool), like the multi-resolution UNet layout (method.md §4.5).
+layer 1 at half of it (2x2 average pool), like the multi-resolution UNet layout.
 """
 
 from __future__ import annotations
