@@ -791,7 +791,7 @@ def workflow_toy_world() -> Workflow:
         "**Settings**",
         "",
         f"- {TOY_SIDE}x{TOY_SIDE} (the size the world was trained at), {TOY_SAMPLING['steps']} steps, CFG "
-        f"{TOY_SAMPLING['cfg']}, `ddim` + `ddim_uniform`, seed {SEED} in both samplers (keep them equal when you "
+        f"{TOY_SAMPLING['cfg']}, `ddim` + `ddim_uniform`, seed {TOY_SEED} in both samplers (keep them equal when you "
         "change it).",
         "- " + STEER_DEFAULTS,
     ]) + "\n", (-480, 0), (440, 760))
