@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from torch import Tensor, nn
+from toy_denoiser import ToyAttentionDenoiser
 
 from l2s_core.optimize import (
     IterationRecord,
@@ -15,7 +16,6 @@ from l2s_core.optimize import (
     refine_latent,
     target_probability,
 )
-from toy_denoiser import ToyAttentionDenoiser
 
 # Official class order (alphabetical): above, below, is, to the left of, to the right of.
 ABOVE, BELOW, IS, LEFT, RIGHT = range(5)

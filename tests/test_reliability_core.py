@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 from torch import Tensor, nn
+from toy_denoiser import ToyAttentionDenoiser
 
 from l2s_core.optimize import NonFiniteOutputError, refine_latent
 from l2s_core.settings import SteeringOptions
@@ -21,7 +22,6 @@ from l2s_core.steps import (
     progress_at_sigma,
     step_seed,
 )
-from toy_denoiser import ToyAttentionDenoiser
 
 OFFICIAL_50 = [5, 10, 15, 20, 25, 49]
 SUBJECT, OBJECT = [1], [3]

@@ -28,30 +28,35 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_pooling_init_is_an_exact_colour_codec_on_flat_blocks() -> None:
+def test_pooling_init_is_an_exact_colour_codec_on_flat_regions() -> None:
     from training.toy.architecture import build_autoencoder
+    from training.toy.build import LATENT_CENTRE, pooled_latents
 
     model = build_autoencoder().eval()
     pooling_init_(model)
-    image = torch.full((1, 3, 32, 32), 0.6)
-    image[:, 0, 8:16, 16:24] = -0.8  # one 8x8-aligned block of another colour
+    pixels = torch.full((1, 3, 64, 64), 204, dtype=torch.uint8)  # colour 0.8
+    pixels[:, 0, 16:40, 16:40] = 25  # a 3x3-cell block whose red is 25 / 255
+    image = pixels.float() / 127.5 - 1.0  # [-1, 1], as the VAE sees images
     with torch.no_grad():
-        latent = model.encode(image).latents  # (1, 4, 4, 4): the block averages
+        latent = model.encode(image).latents  # (1, 4, 8, 8): the cells' mean colours
         recon = model.decode(latent).sample
-    assert latent.shape == (1, 4, 4, 4)
-    # colour c = (x + 1) / 2 is coded as 2 (c - 0.75): the block's -0.8 -> 2 (0.1 - 0.75) = -1.3
-    assert torch.allclose(latent[0, 0, 1, 2], torch.tensor(-1.3), atol=1e-5)
-    assert torch.allclose(latent[0, 1, 1, 2], torch.tensor(2 * (0.8 - 0.75)), atol=1e-5)
-    # the decoder only squashes latents with 3 tanh(x / 3): -1.3 comes back as -1.22, i.e. the block's -0.8 as -0.72
-    assert (recon - image).abs().max() < 0.1
-    assert torch.allclose(recon[0, 0, 8:16, 16:24], torch.tensor(2 * (1.5 * math.tanh(-1.3 / 3) + 0.75) - 1),
-                          atol=1e-4)
+    assert latent.shape == (1, 4, 8, 8)
+    assert torch.allclose(latent[0, 0, 3, 3], torch.tensor(2 * (25 / 255 - LATENT_CENTRE)), atol=1e-5)
+    assert torch.allclose(latent[0, 1, 3, 3], torch.tensor(2 * (0.8 - LATENT_CENTRE)), atol=1e-5)
+    assert torch.allclose(latent, pooled_latents(pixels), atol=1e-5)  # the build's shortcut computes the same
+    # The decoder squashes latents with 3 tanh(x / 3) and smooths edges (and, untrained, darkens the image border:
+    # its blurs pad with zeros); well inside a flat region it is exact.
+    expected = 2 * (1.5 * math.tanh(2 * (25 / 255 - LATENT_CENTRE) / 3) + LATENT_CENTRE) - 1
+    assert torch.allclose(recon[0, 0, 26:30, 26:30], torch.tensor(expected), atol=1e-3)
+    green = 2 * (1.5 * math.tanh(2 * (0.8 - LATENT_CENTRE) / 3) + LATENT_CENTRE) - 1  # flat everywhere
+    assert torch.allclose(recon[0, 1, 12:52, 12:52], torch.tensor(green), atol=1e-3)
 
 
 def test_build_writes_a_loadable_bundle_with_its_configuration(tiny_bundle: Path) -> None:
     bundle = load_bundle(tiny_bundle)
     meta = bundle.meta
-    assert meta["architecture"]["image_size"] == 64 and meta["comfy_unet_config"]["num_heads"] == 4
+    assert meta["architecture"]["image_size"] == 128 and meta["comfy_unet_config"]["num_heads"] == 4
+    assert meta["world"]["backgrounds"] == [[236, 236, 236]]
     assert meta["training"]["num_images"] == 48 and meta["training"]["seed"] == 0
     assert set(meta["training"]["timings"]) == {"scenes_s", "autoencoder_s", "latents_s", "unet_s"}
     assert bundle.scale_factor > 0
@@ -83,7 +88,7 @@ def test_tiny_world_samples_plain_and_steered(tiny_bundle: Path, tmp_path: Path)
     assert classifier.family == "toy" and classifier.channels == 28 and classifier.trained_num_steps == 4
     sampler = ToySampler(tiny_bundle)
     plain = sampler.sample("a red square above a blue circle", [1, 2], steps=4)
-    assert plain.images.shape == (2, 64, 64, 3) and plain.images.dtype == np.uint8
+    assert plain.images.shape == (2, 128, 128, 3) and plain.images.dtype == np.uint8
     assert plain.steering_passes == (0, 0)
     again = sampler.sample("a red square above a blue circle", [2], steps=4)
     # a seed gives the same noise in any batch; batched CPU kernels may differ in the last bits only
@@ -93,3 +98,17 @@ def test_tiny_world_samples_plain_and_steered(tiny_bundle: Path, tmp_path: Path)
                              steer=SteeringSettings(last_step=2, step_size=5.0, iterations=3))
     assert steered.steering_passes == (6, 6)
     assert not np.array_equal(steered.images, plain.images)
+    # A batch of different prompts: every sample gets what it gets alone (its own prompt and seed's noise).
+    mixed = sampler.sample(["a red square above a blue circle", "a green triangle above a yellow star"], [2, 3],
+                           steps=4, subject=["red square", "green triangle"], relation="above",
+                           obj=["blue circle", "yellow star"], classifier=classifier,
+                           steer=SteeringSettings(last_step=2, step_size=5.0, iterations=3))
+    alone = sampler.sample("a green triangle above a yellow star", [3], steps=4, subject="green triangle",
+                           relation="above", obj="yellow star", classifier=classifier,
+                           steer=SteeringSettings(last_step=2, step_size=5.0, iterations=3))
+    assert np.abs(mixed.images[0].astype(int) - steered.images[1].astype(int)).max() <= 2
+    assert np.abs(mixed.images[1].astype(int) - alone.images[0].astype(int)).max() <= 2
+    with pytest.raises(ValueError, match="same token positions"):
+        sampler.sample(["a red square above a blue circle", "a red square to the left of a blue circle"], [1, 2],
+                       steps=4, subject="red square", relation=["above", "to the left of"], obj="blue circle",
+                       classifier=classifier, steer=SteeringSettings(last_step=2, step_size=5.0, iterations=3))

@@ -106,7 +106,7 @@ def test_grounded_training_lowers_the_grounding_loss() -> None:
     """The same few dozen steps with the grounding term move the object tokens' attention into their boxes."""
     arch = ToyArchitecture()
     scenes = render_scenes(BuildConfig(num_images=32), arch)
-    latents = torch.nn.functional.avg_pool2d(scenes.images.float() / 127.5 - 1, 8)  # (N, 3, 8, 8) stand-in latents
+    latents = torch.nn.functional.avg_pool2d(scenes.images.float() / 127.5 - 1, 8)  # (N, 3, S/8, S/8) stand-in latents
     latents = torch.cat([latents, latents[:, :1]], 1)  # 4 channels
     distinct = sorted(set(scenes.prompts))
     index = torch.tensor([distinct.index(p) for p in scenes.prompts])
@@ -118,7 +118,8 @@ def test_grounded_training_lowers_the_grounding_loss() -> None:
         capture = GroundingCapture(unet)
         with torch.no_grad(), capture.installed():
             unet(latents, torch.full((32,), 300), encoder_hidden_states=embeddings[index])
-            return float(grounding_loss(capture.take(), positions, boxes, 64, torch.ones(32, dtype=torch.bool)))
+            return float(grounding_loss(capture.take(), positions, boxes, arch.image_size,
+                                        torch.ones(32, dtype=torch.bool)))
 
     def trained(weight: float) -> torch.nn.Module:
         config = BuildConfig(unet_steps=60, unet_batch=16, grounding_weight=weight, ema_decay=0.5)

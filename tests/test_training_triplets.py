@@ -19,7 +19,7 @@ from PIL import Image
 from l2s_core.relations import ABOVE, BELOW, LEFT_OF, RIGHT_OF, SPATIAL_RELATIONS
 from training.__main__ import COMMANDS, build_parser, main
 from training.geometry import relations_from_boxes
-from training.toy.scenes import ObjectKind
+from training.toy.scenes import DEFAULT_KINDS, ObjectKind
 from training.triplets import (
     Candidate,
     SplitSizes,
@@ -443,6 +443,7 @@ def test_toy_source_end_to_end_via_cli(tmp_path: Path) -> None:
     assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["source"] == "toy" and summary["toy"]["bias"] == 0.5
+    assert len(summary["toy"]["backgrounds"]) == 4  # the first world's tints unless --backgrounds names others
     root = Path(summary["image_root"])
     for it in items:
         assert it["source"] == "toy" and it["image_size"] == [64, 64]
@@ -459,3 +460,15 @@ def test_toy_source_end_to_end_via_cli(tmp_path: Path) -> None:
     assert (out2 / "items.jsonl").read_text() == (out / "items.jsonl").read_text()
     first = items[0]["image"]
     assert (out2 / first).read_bytes() == (out / first).read_bytes()
+    # --backgrounds: every image's corner (never covered by both objects) is one of the given colours.
+    out3 = tmp_path / "toy3"
+    proc = subprocess.run([*cmd[:7], str(out3), *cmd[8:], "--backgrounds", "236,236,236;10,200,200"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out3 / "summary.json").read_text())["toy"]["backgrounds"] == [[236, 236, 236], [10, 200, 200]]
+    corners = {tuple(np.asarray(Image.open(out3 / it["image"]).convert("RGB"))[y, x])
+               for it in _read_items(out3) for y, x in ((0, 0), (63, 63), (0, 63), (63, 0))}
+    assert corners <= {(236, 236, 236), (10, 200, 200)} | {ObjectKind.parse(k).rgb for k in DEFAULT_KINDS}
+    bad = subprocess.run([*cmd[:7], str(tmp_path / "toy4"), *cmd[8:], "--backgrounds", "300,0,0"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "'300,0,0' is not an R,G,B colour" in bad.stderr

@@ -257,6 +257,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kinds", default=",".join(DEFAULT_KINDS), help="toy: comma-separated '<colour> <shape>' object kinds"
     )
+    parser.add_argument(
+        "--backgrounds",
+        type=_colours_arg,
+        default=None,
+        help="toy: background colours as R,G,B triples separated by ';' (e.g. '236,236,236'); default: the first "
+        "toy world's four tints",
+    )
+
+
+def _colours_arg(text: str) -> tuple[tuple[int, int, int], ...]:
+    """Parse 'R,G,B;R,G,B' into colour triples (0..255)."""
+    colours = []
+    for part in text.split(";"):
+        values = part.strip().split(",")
+        if len(values) != 3 or not all(v.strip().isdigit() and 0 <= int(v) <= 255 for v in values):
+            raise argparse.ArgumentTypeError(f"{part.strip()!r} is not an R,G,B colour with values 0..255")
+        colours.append((int(values[0]), int(values[1]), int(values[2])))
+    return tuple(colours)
 
 
 def _resolve_sizes(args: argparse.Namespace) -> SplitSizes:
@@ -307,12 +325,14 @@ def run(args: argparse.Namespace) -> int:
         if args.image_root is not None:
             raise ValueError("--image-root is not used with --source toy; its images are written to --out/images.")
         kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+        backgrounds = {} if args.backgrounds is None else {"backgrounds": args.backgrounds}
         config = ToyWorldConfig(size=args.size, threshold=args.threshold, min_object_frac=args.min_object_frac,
-                                max_object_frac=args.max_object_frac)
+                                max_object_frac=args.max_object_frac, **backgrounds)
         selection = generate_toy(out_dir, sizes, relations, args.seed, config=config, kinds=kinds, bias=args.bias)
         image_root = out_dir.resolve()
         summary["toy"] = {"size": args.size, "bias": args.bias, "kinds": [k.lower() for k in kinds],
-                          "min_object_frac": args.min_object_frac, "max_object_frac": args.max_object_frac}
+                          "min_object_frac": args.min_object_frac, "max_object_frac": args.max_object_frac,
+                          "backgrounds": [list(c) for c in config.backgrounds]}
     else:
         if not args.annotations:
             raise ValueError(f"--source {args.source} needs --annotations FILE.")

@@ -36,7 +36,7 @@ class ToyArchitecture:
         text_heads: Attention heads of the text encoder.
     """
 
-    image_size: int = 64
+    image_size: int = 128
     unet_channels: int = 32
     unet_heads: int = 4
     text_width: int = 64

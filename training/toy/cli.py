@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--out", type=Path, default=DEFAULT_WORLD, help=f"bundle to write (default {DEFAULT_WORLD})")
     model.add_argument("--seed", type=int, default=0)
     model.add_argument("--images", type=int, default=None, help="training scenes (default 8000)")
-    model.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps (default 150)")
-    model.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default 3000)")
+    model.add_argument("--ae-steps", type=int, default=None, help="decoder training steps (default 400)")
+    model.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default 1500)")
     model.add_argument("--bias", type=float, default=None, help="co-occurrence bias of the scenes (default 0.97)")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clf.add_argument("--out", type=Path, default=DEFAULT_CLASSIFIER)
     clf.add_argument("--per-relation", type=int, default=60, help="training scenes per relation (default 60)")
     clf.add_argument("--steps", type=int, default=20, help="sampling steps of the inversion (default 20)")
+    clf.add_argument("--fixed-point-iterations", type=int, default=2,
+                     help="fixed-point iterations per DDIM inversion step (default 2; invert's own default is 5)")
     clf.add_argument("--epochs", type=int, default=40)
     clf.add_argument("--seed", type=int, default=1)
     clf.add_argument("--no-negatives", action="store_true", help="ablation: no wrong-relation samples")
@@ -97,6 +99,8 @@ def _run_classifier(args: argparse.Namespace) -> int:
     from ..__main__ import main as training_main
 
     world = read_bundle_metadata(args.world)["world"]
+    backgrounds = (["--backgrounds", ";".join(",".join(str(v) for v in c) for c in world["backgrounds"])]
+                   if world.get("backgrounds") else [])
     work: Path = args.work
     triplets, maps, run = work / "triplets", work / "maps", work / "run"
     threads = ["--threads", str(args.threads)] if args.threads else []
@@ -106,9 +110,10 @@ def _run_classifier(args: argparse.Namespace) -> int:
         ["triplets", "--source", "toy", "--out", str(triplets), "--overwrite", "--per-relation",
          str(args.per_relation), "--seed", str(args.seed), "--size", str(world["image_size"]),
          "--min-object-frac", str(world["min_object_frac"]), "--max-object-frac", str(world["max_object_frac"]),
-         "--bias", str(world["bias"]), "--kinds", ",".join(world["kinds"])],
+         "--bias", str(world["bias"]), "--kinds", ",".join(world["kinds"]), *backgrounds],
         ["invert", "--triplets", str(triplets), "--out", str(maps), "--model", str(args.world), "--family", "toy",
          "--steps", str(args.steps), "--resolution", str(world["image_size"]), "--seed", str(args.seed),
+         "--fixed-point-iterations", str(args.fixed_point_iterations),
          "--device", "cpu", *threads, *negatives, *psnr],
         ["train", str(maps), str(run), "--epochs", str(args.epochs), "--input-scale", "256", "--lr", "3e-4",
          "--device", "cpu", "--seed", str(args.seed), *negatives],

@@ -10,7 +10,7 @@ What the judge checks, per image and requested "<subject> <relation> <object>":
    their object while blended edge pixels (closer to the background) are left out.
 2. **Presence.** An object is the largest 4-connected component of its colour's pixels; it is present only if that
    component covers at least ``min_area`` of the image (a share of all pixels: 0.5 % by default, 82 pixels at
-   128 px, where the smallest object the world draws covers about 360), so a few stray pixels of the right colour
+   128 px, where the smallest object the second world draws covers about 500), so a few stray pixels of the right colour
    never count as an object.
 3. **Relation.** Both objects present, and the GenEval rule on their tight boxes finds the requested relation.
 
