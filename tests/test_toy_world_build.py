@@ -73,6 +73,29 @@ def test_same_seed_same_bundle(tiny_bundle: Path, tmp_path: Path) -> None:
             assert torch.equal(value, b.parts[part][key]), (part, key)
 
 
+def _initial_text_encoder(seed: int) -> dict[str, torch.Tensor]:
+    from training.toy.architecture import ToyArchitecture, build_text_encoder
+
+    torch.manual_seed(seed + 5)  # the build's seeding of the text encoder
+    state = build_text_encoder(ToyArchitecture()).state_dict()
+    return {k.removeprefix("text_model."): v.half().float() for k, v in state.items()}  # bundle names, fp16 storage
+
+
+def test_text_encoder_trains_with_the_unet_unless_its_rate_is_zero(tiny_bundle: Path, tmp_path: Path) -> None:
+    from training.toy.vocabulary import CLIP_TOKEN_IDS
+
+    start = _initial_text_encoder(0)
+    key = "embeddings.token_embedding.weight"
+    purple = CLIP_TOKEN_IDS["purple"]
+    trained = load_bundle(tiny_bundle).parts["text_encoder"][key]
+    assert not torch.allclose(trained[purple], start[key][purple]), "the prompts' word embeddings must move"
+    frozen_path = tmp_path / "frozen.safetensors"
+    build_toy_world(frozen_path, BuildConfig(num_images=48, ae_steps=2, ae_batch=4, unet_steps=3, unet_batch=8,
+                                             text_lr=0.0))
+    frozen = load_bundle(frozen_path).parts["text_encoder"]
+    assert [k for k in frozen if not torch.equal(frozen[k], start[k])] == []
+
+
 def test_tiny_world_samples_plain_and_steered(tiny_bundle: Path, tmp_path: Path) -> None:
     from l2s_core.checkpoint import load_classifier
     from l2s_core.settings import SteeringSettings

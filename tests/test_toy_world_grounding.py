@@ -123,7 +123,7 @@ def test_grounded_training_lowers_the_grounding_loss() -> None:
 
     def trained(weight: float) -> torch.nn.Module:
         config = BuildConfig(unet_steps=60, unet_batch=16, grounding_weight=weight, ema_decay=0.5)
-        return train_unet(latents, index, embeddings, len(distinct), arch, config, targets)
+        return train_unet(latents, index, embeddings, len(distinct), arch, config, targets)[0]
 
     plain, grounded = held_out_loss(trained(0.0)), held_out_loss(trained(1.0))
     print(f"grounding loss after 60 steps: plain {plain:.3f}, grounded {grounded:.3f}")

@@ -14,8 +14,9 @@ Stages (each logs its wall time; the totals go into the bundle metadata):
 4. **UNet** (SD1 structure): epsilon prediction on the SD1 noise schedule (scaled-linear betas 0.00085..0.012,
    1000 steps: ComfyUI's default for SD1 models), 10% of prompts dropped to the empty prompt for classifier-free
    guidance, AdamW with warm-up and cosine decay, an exponential moving average of the weights is what is saved.
-   The text encoder keeps its seeded initialisation (a frozen random CLIP-L-architecture encoder): prompt embeddings
-   are computed once per distinct prompt. A token-grounding term (:mod:`.grounding`, weight ``grounding_weight``)
+   The text encoder (CLIP-L architecture at toy width) trains with the UNet at ``text_lr`` (0 keeps it frozen at its
+   seeded initialisation): a random encoder's outputs for "red" and "purple" are ~0.9 cosine-similar (position
+   embeddings dominate), which leaves the small UNet mixing colours up. A token-grounding term (:mod:`.grounding`, weight ``grounding_weight``)
    pulls each object word's cross-attention into that object's box, so the toy UNet's maps localise objects the way
    a large model's do (without it they stay flat and no classifier can read a relation from them).
 """
@@ -23,11 +24,11 @@ Stages (each logs its wall time; the totals go into the bundle metadata):
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,10 @@ class BuildConfig:
     ae_batch: int = 8
     ae_crop: int = 64
     ae_lr: float = 1e-3
-    unet_steps: int = 1500
+    unet_steps: int = 4000
     unet_batch: int = 64
     unet_lr: float = 1e-3
+    text_lr: float = 1e-3
     prompt_dropout: float = 0.1
     ema_decay: float = 0.998
     grounding_weight: float = 0.2
@@ -249,13 +251,6 @@ def reconstruction_error(model: torch.nn.Module, images: torch.Tensor, latents: 
     return float((recon - _to_signed(images)).abs().mean() * 127.5)
 
 
-@torch.no_grad()
-def embed_prompts(text_encoder: torch.nn.Module, prompts: Sequence[str]) -> torch.Tensor:
-    """Last hidden states ``(P, 77, D)`` of the prompts (CLIP ids of ComfyUI's tokenizer)."""
-    ids = torch.tensor([prompt_ids(p) if p else prompt_ids("") for p in prompts], dtype=torch.long)  # (P, 77)
-    return text_encoder(ids).last_hidden_state.float()
-
-
 def alphas_cumprod(schedule: dict[str, Any]) -> torch.Tensor:
     """``alpha_bar_t`` for t = 0..T-1 of the scaled-linear schedule."""
     betas = torch.linspace(schedule["beta_start"] ** 0.5, schedule["beta_end"] ** 0.5,
@@ -271,10 +266,18 @@ class GroundingTargets:
     boxes: torch.Tensor  # (N, K, 4) long
 
 
-def train_unet(latents: torch.Tensor, prompt_index: torch.Tensor, embeddings: torch.Tensor, empty_index: int,
-               arch: ToyArchitecture, config: BuildConfig, grounding: GroundingTargets | None = None
-               ) -> torch.nn.Module:
-    """Train the UNet (epsilon prediction) on scaled latents; returns the EMA weights in eval mode.
+def train_unet(latents: torch.Tensor, prompt_index: torch.Tensor, prompt_tokens: torch.Tensor, empty_index: int,
+               arch: ToyArchitecture, config: BuildConfig, grounding: GroundingTargets | None = None,
+               text_encoder: torch.nn.Module | None = None) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """Train the UNet (epsilon prediction) on scaled latents; returns the EMA UNet and text encoder in eval mode.
+
+    Args:
+        latents: ``(N, 4, h, w)`` scaled latents.
+        prompt_index: ``(N,)`` row of ``prompt_tokens`` for each latent.
+        prompt_tokens: ``(P, 77)`` CLIP ids of the distinct prompts, or ``(P, 77, D)`` fixed embeddings (then
+            ``text_encoder`` must be None).
+        empty_index: row of the empty prompt (classifier-free guidance dropout).
+        text_encoder: trained alongside at ``config.text_lr`` when given with ids (frozen when ``text_lr`` is 0).
 
     With ``grounding`` and ``config.grounding_weight > 0`` the loss adds the token-grounding term of
     :mod:`.grounding` (object tokens' cross-attention inside their boxes) for the samples that keep their prompt.
@@ -284,9 +287,21 @@ def train_unet(latents: torch.Tensor, prompt_index: torch.Tensor, embeddings: to
     ema = build_unet(arch)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
+    fixed = prompt_tokens if prompt_tokens.is_floating_point() else None
+    if fixed is None and text_encoder is None:
+        raise ValueError("train_unet needs a text encoder to embed prompt ids (or pass fixed embeddings).")
+    trains_text = fixed is None and config.text_lr > 0
+    text_ema = None
+    groups = [{"params": list(model.parameters()), "lr": config.unet_lr}]
+    if fixed is None:
+        text_encoder.requires_grad_(trains_text)
+        text_encoder.train(trains_text)
+        text_ema = copy.deepcopy(text_encoder).eval().requires_grad_(False)
+        if trains_text:
+            groups.append({"params": list(text_encoder.parameters()), "lr": config.text_lr})
     abar = alphas_cumprod(SCHEDULE)
     gen = torch.Generator().manual_seed(config.seed + 4)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.unet_lr, weight_decay=0.01)
+    optimiser = torch.optim.AdamW(groups, weight_decay=0.01)
     warmup = max(1, config.unet_steps // 30)
 
     def lr_at(step: int) -> float:
@@ -301,25 +316,34 @@ def train_unet(latents: torch.Tensor, prompt_index: torch.Tensor, embeddings: to
     running_ground = 0.0
     capture = GroundingCapture(model)
     grounded = grounding is not None and config.grounding_weight > 0
+    pairs = [(ema, model)] + ([(text_ema, text_encoder)] if trains_text else [])
     with capture.installed() if grounded else contextlib.nullcontext():
         for step in range(config.unet_steps):
+            if fixed is not None:
+                embeddings = fixed
+            elif trains_text:
+                embeddings = text_encoder(prompt_tokens).last_hidden_state.float()  # (P, 77, D)
+            elif step == 0:
+                with torch.no_grad():
+                    embeddings = text_encoder(prompt_tokens).last_hidden_state.float()  # (P, 77, D), frozen
             loss, ground = _unet_step(model, latents, prompt_index, embeddings, empty_index, abar, gen, config,
                                       capture if grounded else None, grounding, arch.image_size)
             optimiser.zero_grad(set_to_none=True)
             (loss + config.grounding_weight * ground).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
             optimiser.step()
             schedule.step()
             with torch.no_grad():
                 decay = min(config.ema_decay, (1 + step) / (10 + step))
-                for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-                    e.mul_(decay).add_(p, alpha=1 - decay)
+                for averaged, live in pairs:
+                    for e, p in zip(averaged.parameters(), live.parameters(), strict=True):
+                        e.mul_(decay).add_(p, alpha=1 - decay)
             running = 0.98 * running + 0.02 * float(loss.detach()) if step else float(loss.detach())
             running_ground = 0.98 * running_ground + 0.02 * float(ground.detach()) if step else float(ground.detach())
             if step % 100 == 0 or step == config.unet_steps - 1:
                 logger.info("unet step %d/%d loss %.4f grounding %.3f (%.0f s)", step + 1, config.unet_steps,
                             running, running_ground, time.perf_counter() - start)
-    return ema.eval()
+    return ema.eval(), text_ema
 
 
 def _unet_step(model: torch.nn.Module, latents: torch.Tensor, prompt_index: torch.Tensor, embeddings: torch.Tensor,
@@ -379,14 +403,14 @@ def build_toy_world(out: Path, config: BuildConfig, arch: ToyArchitecture | None
     torch.manual_seed(config.seed + 5)
     text_encoder = build_text_encoder(arch).eval()
     distinct = sorted(set(scenes.prompts))
-    embeddings = embed_prompts(text_encoder, [*distinct, ""])  # (P + 1, 77, D); last row: the empty prompt
+    tokens = torch.tensor([prompt_ids(p) for p in [*distinct, ""]], dtype=torch.long)  # (P + 1, 77); last: empty
     lookup = {p: i for i, p in enumerate(distinct)}
     prompt_index = torch.tensor([lookup[p] for p in scenes.prompts], dtype=torch.long)
 
     positions, boxes = object_boxes_loss_inputs(scenes.prompts, scenes.subject_boxes, scenes.object_boxes)
     t0 = time.perf_counter()
-    unet = train_unet(latents, prompt_index, embeddings, len(distinct), arch, config,
-                      GroundingTargets(positions=positions, boxes=boxes))
+    unet, text_encoder = train_unet(latents, prompt_index, tokens, len(distinct), arch, config,
+                                    GroundingTargets(positions=positions, boxes=boxes), text_encoder)
     timings["unet_s"] = time.perf_counter() - t0
 
     meta = {

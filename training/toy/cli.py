@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--seed", type=int, default=0)
     model.add_argument("--images", type=int, default=None, help="training scenes (default 8000)")
     model.add_argument("--ae-steps", type=int, default=None, help="decoder training steps (default 400)")
-    model.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default 1500)")
+    model.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default 4000)")
     model.add_argument("--bias", type=float, default=None, help="co-occurrence bias of the scenes (default 0.97)")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clf.add_argument("--world", type=Path, default=DEFAULT_WORLD)
     clf.add_argument("--work", type=Path, required=True, help="working folder for triplets, maps and the run")
     clf.add_argument("--out", type=Path, default=DEFAULT_CLASSIFIER)
-    clf.add_argument("--per-relation", type=int, default=60, help="training scenes per relation (default 60)")
+    clf.add_argument("--per-relation", type=int, default=100, help="training scenes per relation (default 100)")
     clf.add_argument("--steps", type=int, default=20, help="sampling steps of the inversion (default 20)")
     clf.add_argument("--fixed-point-iterations", type=int, default=2,
                      help="fixed-point iterations per DDIM inversion step (default 2; invert's own default is 5)")
