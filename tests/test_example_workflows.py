@@ -261,7 +261,10 @@ def test_toy_workflow_compares_one_seed_with_and_without_steering_on_the_shipped
     assert one(prompt, "L2S_SpatialPromptEncode")["text"] == TOY_PROMPT
     assert one(prompt, "CLIPTextEncode")["text"] == ""
     latent = one(prompt, "EmptyLatentImage")
-    assert (latent["width"], latent["height"], latent["batch_size"]) == (64, 64, 1)
+    from l2s_core.toy_bundle import read_bundle_metadata
+
+    side = read_bundle_metadata(REPO_ROOT / "toy_world" / "models" / TOY_FILES[0])["world"]["image_size"]
+    assert (latent["width"], latent["height"], latent["batch_size"]) == (side, side, 1), "the world's own size"
     plain, steer = one(prompt, "KSampler"), one(prompt, "L2S_LearnedSpatialSteer")
     for key in ("model", "positive", "negative", "latent_image", "seed", "steps", "cfg", "sampler_name", "scheduler",
                 "denoise"):
@@ -427,7 +430,8 @@ def test_toy_workflow_executes_as_shipped(comfy_server: ComfyServer, request: py
             images = entry["outputs"].get(node_id, {}).get("images", [])
             assert len(images) == 1, f"{node['class_type']} {node_id} produced {images}"
     spacing = one(prompt, "ImageStitch")["spacing_width"]
-    sizes = {prefix: (2 * 64 + spacing, 64) if prefix == TOY else (64, 64) for prefix in TOY_SAVES}
+    side = one(prompt, "EmptyLatentImage")["width"]  # the world's own size (checked against the bundle above)
+    sizes = {prefix: (2 * side + spacing, side) if prefix == TOY else (side, side) for prefix in TOY_SAVES}
     for prefix, size in sizes.items():
         saved = [p for p in comfy_server.output_files(entry) if p.name.startswith(f"{prefix}_")]
         assert len(saved) == 1 and _png_size(saved[0]) == size, (prefix, saved)
