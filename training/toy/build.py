@@ -16,9 +16,9 @@ Stages (each logs its wall time; the totals go into the bundle metadata):
    guidance, AdamW with warm-up and cosine decay, an exponential moving average of the weights is what is saved.
    The text encoder (CLIP-L architecture at toy width) trains with the UNet at ``text_lr`` (0 keeps it frozen at its
    seeded initialisation): a random encoder's outputs for "red" and "purple" are ~0.9 cosine-similar (position
-   embeddings dominate), which leaves the small UNet mixing colours up. A token-grounding term (:mod:`.grounding`, weight ``grounding_weight``)
-   pulls each object word's cross-attention into that object's box, so the toy UNet's maps localise objects the way
-   a large model's do (without it they stay flat and no classifier can read a relation from them).
+   embeddings dominate), which leaves the small UNet mixing colours up. A token-grounding term (:mod:`.grounding`,
+   weight ``grounding_weight``) pulls each object word's cross-attention into that object's box, so the toy UNet's
+   maps localise objects the way a large model's do (without it they stay flat and no classifier can read a relation from them).
 """
 
 from __future__ import annotations
@@ -299,6 +299,9 @@ def train_unet(latents: torch.Tensor, prompt_index: torch.Tensor, prompt_tokens:
         text_ema = copy.deepcopy(text_encoder).eval().requires_grad_(False)
         if trains_text:
             groups.append({"params": list(text_encoder.parameters()), "lr": config.text_lr})
+        else:
+            with torch.no_grad():
+                fixed = text_encoder(prompt_tokens).last_hidden_state.float()  # (P, 77, D), frozen: embed once
     abar = alphas_cumprod(SCHEDULE)
     gen = torch.Generator().manual_seed(config.seed + 4)
     optimiser = torch.optim.AdamW(groups, weight_decay=0.01)
@@ -319,13 +322,7 @@ def train_unet(latents: torch.Tensor, prompt_index: torch.Tensor, prompt_tokens:
     pairs = [(ema, model)] + ([(text_ema, text_encoder)] if trains_text else [])
     with capture.installed() if grounded else contextlib.nullcontext():
         for step in range(config.unet_steps):
-            if fixed is not None:
-                embeddings = fixed
-            elif trains_text:
-                embeddings = text_encoder(prompt_tokens).last_hidden_state.float()  # (P, 77, D)
-            elif step == 0:
-                with torch.no_grad():
-                    embeddings = text_encoder(prompt_tokens).last_hidden_state.float()  # (P, 77, D), frozen
+            embeddings = fixed if fixed is not None else text_encoder(prompt_tokens).last_hidden_state.float()
             loss, ground = _unet_step(model, latents, prompt_index, embeddings, empty_index, abar, gen, config,
                                       capture if grounded else None, grounding, arch.image_size)
             optimiser.zero_grad(set_to_none=True)
