@@ -5,8 +5,8 @@ On one random-weight model, in one run, this script prints:
 1. the time of a plain conditional forward (``calc_cond_batch`` on the positive conditioning only, inference mode,
    attention_pytorch (SDPA): the backend steering differentiates and ComfyUI's default on NVIDIA GPUs; where ComfyUI
    picked another backend, e.g. sub-quadratic attention on CPU, that forward is shown as well);
-2. the time of one steering iteration, measured inside the pack's own ``steer_step`` as the second of two
-   iterations, so its once-per-step setup is not counted (attention capture installed by ``_capture_options``,
+2. the time of one steering iteration, measured inside the pack's own ``SteeringRun.steer`` as the second of two
+   iterations, so its once-per-step setup is not counted (attention capture installed by ``SteeringRun.start``,
    forward under ``gradient_mode`` with ``autograd_weights``, ``classifier_input``, a ``RelationClassifier``
    forward, cross-entropy and ``torch.autograd.grad`` with respect to the latent), and the ratio (2)/(1) against the
    target of 3.3x. The weight conversion of ``autograd_weights`` (once per sampling run, not per iteration) is timed
@@ -75,7 +75,6 @@ import torch
 logger = logging.getLogger("steering_cost")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PACK_NAME = "l2s_bench_pack"
 """Package name the repo root is registered under (ComfyUI itself uses a path-derived name)."""
 
 TARGET_TIME_RATIO = 3.3
@@ -161,24 +160,6 @@ MODELS: dict[str, ModelChoice] = {
 # -- imports -----------------------------------------------------------------------------------------------------------
 
 
-def _register_package(name: str, root: Path) -> ModuleType:
-    """Register the folder ``root`` (with an ``__init__.py``) as package ``name``, without putting it on sys.path."""
-    existing = sys.modules.get(name)
-    if existing is not None:
-        return existing
-    spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
-    if spec is None or spec.loader is None:
-        raise ImportError(f"Cannot build an import spec for {root / '__init__.py'}.")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
 def _import_comfy(device: str) -> SimpleNamespace:
     """Put COMFYUI_PATH on sys.path, select the device, and import the ComfyUI and pack modules the benchmark uses."""
     comfy_path = os.environ.get("COMFYUI_PATH", "").strip()
@@ -201,7 +182,11 @@ def _import_comfy(device: str) -> SimpleNamespace:
     import comfy.samplers
     import comfy.supported_models
 
-    _register_package(PACK_NAME, REPO_ROOT)
+    if str(REPO_ROOT / "tests" / "support") not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
+    from pack_loader import PACK_NAME, register_pack  # the tests' pack loader: the repo root as a package
+
+    register_pack()
     pack = f"{PACK_NAME}.nodes"
     core = f"{PACK_NAME}.l2s_core"
     return SimpleNamespace(
@@ -215,11 +200,13 @@ def _import_comfy(device: str) -> SimpleNamespace:
         capture=importlib.import_module(f"{pack}.capture"),
         autograd=importlib.import_module(f"{pack}.autograd"),
         spatial_prompt=importlib.import_module(f"{pack}.spatial_prompt"),
+        steered_conditioning=importlib.import_module(f"{pack}.steered_conditioning"),
         classifier=importlib.import_module(f"{core}.classifier"),
         checkpoint=importlib.import_module(f"{core}.checkpoint"),
         layout=importlib.import_module(f"{core}.layout"),
         prompts=importlib.import_module(f"{core}.prompts"),
         relations=importlib.import_module(f"{core}.relations"),
+        steps=importlib.import_module(f"{core}.steps"),
         tiny_specs=importlib.import_module(f"{PACK_NAME}.tests.comfy_test_pack.tiny_specs"),
         tiny_models=importlib.import_module(f"{PACK_NAME}.tests.comfy_test_pack.tiny_models"),
     )
@@ -358,15 +345,15 @@ def build_bench(args: argparse.Namespace) -> Bench:
 
 
 def _capture_request(bench: Bench) -> Any:
-    return bench.m.capture.CaptureRequest(bench.layout, bench.text_length, bench.subject, bench.object,
-                                          (bench.x.shape[-2], bench.x.shape[-1]), bench.patch)
+    return bench.m.capture.MapRequest(bench.layout, bench.text_length, bench.subject, bench.object,
+                                      (bench.x.shape[-2], bench.x.shape[-1]), bench.patch)
 
 
 def _count_channels(bench: Bench) -> int:
     """Attention channels C of the model at this resolution, from one captured no-grad forward (also a warm-up)."""
     m = bench.m
     capture = m.capture.AttentionCapture()
-    options = m.steering._capture_options(_pytorch_attention_options(bench), capture, bench.base, bench.layout)
+    options = m.steering.capture_options(_pytorch_attention_options(bench), capture)
     capture.begin(_capture_request(bench))
     try:
         with torch.inference_mode():
@@ -414,7 +401,7 @@ def _pytorch_attention_options(bench: Bench) -> dict[str, Any]:
     On NVIDIA GPUs this is ComfyUI's default anyway; on CPU ComfyUI defaults to sub-quadratic attention, which is
     several times slower than SDPA at 512 px and would make the steering ratio look better than it is.
     """
-    grad_attention = bench.m.steering._backward_capable_attention()
+    grad_attention = bench.m.steering.backward_capable_attention()
     if grad_attention is None:
         raise RuntimeError("This ComfyUI has no attention_pytorch; the benchmark needs ComfyUI >= 0.3.60.")
     options = dict(bench.model_options)
@@ -455,28 +442,31 @@ def plain_forward_backward(bench: Bench) -> None:
         del grad
 
 
-def _steer_objects(bench: Bench, iterations: int, on_iteration: Callable[[], None] | None) -> tuple[Any, ...]:
+def _steering_run(bench: Bench, iterations: int, on_iteration: Callable[[], None] | None) -> tuple[Any, Any]:
+    """The node's own per-run steering context (public ``SteeringRun``) and the steered conditioning entry."""
     m = bench.m
     steering, prompts, spatial = m.steering, m.prompts, m.spatial_prompt
     triplet = prompts.RelationTriplet("a", m.relations.LEFT_OF, "b", (0, 1), (2, 16), (17, 18))
     spec = spatial.SpatialSpec(prompt="benchmark", triplets=(triplet,),
                                positions=(spatial.PhrasePositions(bench.subject, bench.object),),
                                encoder=MODELS[bench.args.model].encoder, text_length=bench.text_length)
+    steered = m.steered_conditioning.SteeredEntry(entry=bench.positive[0], index=0, spec=spec,
+                                                  text_length=bench.text_length,
+                                                  latent_size=(bench.x.shape[-2], bench.x.shape[-1]))
     # Threshold 0: every iteration updates (the official thresholds would only stop a trained classifier).
     settings = steering.SteeringSettings(last_step=1, step_size=5.0, iterations=iterations, loss_thresholds=(0.0,))
     job = steering.SteeringJob(classifier=bench.classifier, options=steering.SteeringOptions(),
                                on_iteration=on_iteration)
-    model = SimpleNamespace(inner_model=SimpleNamespace(inner_model=bench.base, conds={"positive": bench.positive}))
-    extra_args = {"model_options": bench.model_options, "seed": bench.args.seed}
-    return model, extra_args, job, settings, spec
+    window = m.steps.ScheduleWindow.from_noise(len(bench.sigmas) - 1)
+    return steering.SteeringRun.start(bench.base, bench.model_options, job, settings, window), steered
 
 
 def steering_iterations(bench: Bench, iterations: int,
                         on_iteration: Callable[[], None] | None = None) -> list[str]:
-    """(2)/(a) ``iterations`` iterations of the pack's steer_step at step 0; returns the stop reasons."""
-    model, extra_args, job, settings, spec = _steer_objects(bench, iterations, on_iteration)
-    bench.m.steering.steer_step(model, bench.x, bench.sigmas, 0, extra_args, job, settings, spec)
-    return [step.stopped for step in job.trace.steps]
+    """(2)/(a) ``iterations`` iterations of the pack's steering step at step 0; returns the stop reasons."""
+    run, steered = _steering_run(bench, iterations, on_iteration)
+    run.steer(bench.x, bench.sigmas, 0, steered)
+    return [step.stopped for step in run.job.trace.steps]
 
 
 def steering_iteration(bench: Bench) -> None:
@@ -511,7 +501,7 @@ def _full_probability_capture_class(capture_mod: ModuleType) -> type:
             if request is None:
                 return super().override(func, q, k, v, heads, *args, **kwargs)
             skip_reshape = bool(kwargs.get("skip_reshape", False))
-            q4, k4, v4 = (capture_mod._heads_first(t, heads, skip_reshape) for t in (q, k, v))  # (B, H, L, D)
+            q4, k4, v4 = (capture_mod.heads_first(t, heads, skip_reshape) for t in (q, k, v))  # (B, H, L, D)
             logits = (q4 @ k4.transpose(-1, -2)) * q4.shape[-1] ** -0.5  # (B, H, Lq, Lk)
             mask = kwargs.get("mask")
             if mask is not None:
@@ -559,7 +549,7 @@ def _time_once(bench: Bench, fn: Callable[[Bench], None]) -> float:
 
 
 def _time_steering_iteration(bench: Bench) -> float:
-    """Wall time of the second of two iterations inside one steer_step (its per-step setup is not counted)."""
+    """Wall time of the second of two iterations inside one steered step (its per-step setup is not counted)."""
     stamps: list[float] = []
 
     def on_iteration() -> None:

@@ -1,4 +1,4 @@
-"""Relation-classifier checkpoints: loading, validating, saving and converting (method.md §3).
+"""Relation-classifier checkpoints: loading, validating, saving and converting.
 
 Two formats are understood:
 
@@ -29,8 +29,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .classifier import OFFICIAL_INPUT_CHANNELS, ClassifierConfig, RelationClassifier
-from .families import LAYOUTS, get_family
+from .classifier import OFFICIAL_INPUT_CHANNELS, ClassifierConfig, RelationClassifier, published_config
+from .families import LAYOUTS, PUBLISHED_FAMILIES, get_family
 from .fields import field_error, require_int, require_int_list, require_mapping, require_str
 from .relations import canonical_relation, check_class_names
 from .safe_load import load_torch_file
@@ -42,7 +42,6 @@ FORMAT_VERSION = 1
 METADATA_KEY = "l2s"
 CONVERTER_NAME = "l2s_core.convert"
 CONVERTER_VERSION = 1
-OFFICIAL_FAMILIES: tuple[str, ...] = ("sd14", "sd2", "flux_schnell", "flux_dev")
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class LoadedClassifier:
     Attributes:
         model: the network, eval mode, float32, every parameter with requires_grad False.
         relations: relation names in class-index order.
-        trained_steps: step indices the classifier was trained on, ascending (method.md §2.5).
+        trained_steps: step indices the classifier was trained on, ascending.
         trained_num_steps: number of sampling steps those indices refer to.
         map_size: side of the square classifier input maps.
         orig_map_size: side of the attention grid the training maps were recorded at.
@@ -104,8 +103,9 @@ def load_classifier(path: str | os.PathLike[str], family: str | None = None) -> 
 
     Args:
         path: checkpoint file.
-        family: target model family. For official files it is required unless the file stem is one of the official
-            names (sd14, sd2, flux_schnell, flux_dev). For our files it is optional and, if given, must match the
+        family: target model family. For official files it may be left out when the file stem is one of the
+            published names (sd14, sd2, flux_schnell, flux_dev) or the checkpoint's own configs match exactly one
+            published family's recipe (FLUX files always; SD files when they record their epochs). For our files it is optional and, if given, must match the
             stored family.
 
     Returns:
@@ -271,6 +271,17 @@ def _config(fname: str, official: Any, input_channels: int, num_classes: int, fa
         raise ValueError(f"{fname}: {exc}") from None
 
 
+def _check_official_family(fname: str, family: str) -> tuple[int, str]:
+    """(channel count, layout) of a family an official checkpoint can be for, or a ValueError naming the file."""
+    channels, layout = _check_family(fname, family)
+    if channels is None:
+        raise ValueError(
+            f"{fname}: official checkpoints exist only for {list(PUBLISHED_FAMILIES)}; found family {family!r}, whose "
+            "channel count depends on the model. Train and save a classifier in our format for it instead."
+        )
+    return channels, layout
+
+
 def _build(fname: str, state: Mapping[str, Any], config: ClassifierConfig) -> RelationClassifier:
     """Rebuild the model from ``config`` and load ``state`` after checking keys and shapes."""
     model = RelationClassifier(config)
@@ -299,26 +310,55 @@ def _build(fname: str, state: Mapping[str, Any], config: ClassifierConfig) -> Re
     return model
 
 
+def _family_from_training_config(ckpt: Mapping[str, Any]) -> str | None:
+    """The one published family whose recipe matches an official checkpoint's own configs, or None.
+
+    Compared with each published family's entry in the family table: the classifier size (extractor depth), the
+    trained step indices and the schedule length, and (where the file records them) the epochs and learning rate.
+    SD1.4 and SD2.1 differ only in their epochs (150 vs 100), so a file without ``num_epochs`` may stay ambiguous.
+    """
+    config = ckpt.get("config")
+    training = ckpt.get("training_config")
+    if not isinstance(config, Mapping) or not isinstance(training, Mapping):
+        return None
+    extractor = config.get("extractor")
+    depth = extractor.get("num_layers") if isinstance(extractor, Mapping) else None
+    steps = training.get("timesteps")
+    recorded = sorted(steps) if isinstance(steps, list) and all(isinstance(s, int) for s in steps) else None
+    matches = []
+    for name in PUBLISHED_FAMILIES:
+        recipe = get_family(name).training_recipe()
+        facts = (
+            (depth, published_config(name).extractor.num_layers),
+            (recorded, sorted(recipe.record_steps)),
+            (training.get("num_timesteps"), recipe.num_steps),
+            (training.get("num_epochs"), recipe.epochs),
+            (training.get("lr"), recipe.lr),
+        )
+        if all(found is None or found == expected for found, expected in facts):
+            matches.append(name)
+    return matches[0] if len(matches) == 1 else None
+
+
 def _load_official(path: Path, family: str | None) -> LoadedClassifier:
     fname = path.name
-    if family is None:
-        if path.stem not in OFFICIAL_FAMILIES:
-            raise ValueError(
-                f"{fname}: cannot tell which model family this official checkpoint is for; expected the family "
-                f"argument or a file named after one of {list(OFFICIAL_FAMILIES)} (e.g. sd2.pth), found stem "
-                f"{path.stem!r}. Pass family=..."
-            )
-        family = path.stem
-    family = _canonical_family(fname, family)
-    channels, layout = _check_family(fname, family)
-    if channels is None:
-        raise ValueError(
-            f"{fname}: official checkpoints exist only for {list(OFFICIAL_FAMILIES)}; found family {family!r}, whose "
-            "channel count depends on the model. Train and save a classifier in our format for it instead."
-        )
+    if family is not None:
+        _check_official_family(fname, _canonical_family(fname, family))
     ckpt = load_torch_file(path)
     if not isinstance(ckpt, Mapping):
         raise field_error(fname, "the checkpoint", "an official checkpoint dict", ckpt)
+    if family is None:
+        family = path.stem if path.stem in PUBLISHED_FAMILIES else _family_from_training_config(ckpt)
+        if family is None:
+            raise ValueError(
+                f"{fname}: cannot tell which model family this official checkpoint is for: its configs match no "
+                f"single published family, and the file is not named after one of {list(PUBLISHED_FAMILIES)} "
+                f"(e.g. sd2.pth), found stem {path.stem!r}. Pass family=... (or --family)."
+            )
+        logger.info("%s: official checkpoint for the %s family (from %s)", fname, family,
+                    "its file name" if path.stem == family else "its training config")
+    family = _canonical_family(fname, family)
+    channels, layout = _check_official_family(fname, family)
     for key in ("config", "model_state_dict", "rel_name_to_idx"):
         if key not in ckpt:
             raise ValueError(

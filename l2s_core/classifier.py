@@ -1,7 +1,7 @@
-"""The relation classifier: the published Learn-to-Steer architecture and its configuration (method.md §2).
+"""The relation classifier: the published Learn-to-Steer architecture and its configuration.
 
 This module owns the network that maps two objects' attention maps to relation logits, and the frozen configs that
-describe it. Module and parameter names reproduce the official state-dict keys exactly (method.md §2.3), so the
+describe it. Module and parameter names reproduce the official state-dict keys exactly, so the
 official checkpoints load unchanged; reading and writing checkpoint files is :mod:`.checkpoint`'s job.
 
 Structure (for maps ``(B, 2, C, S, S)`` and step indices ``(B,)``)::
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .families import PUBLISHED_FAMILIES, get_family
 from .fields import require_int, require_mapping, require_number, require_str
 
 TIMESTEP_MODES: tuple[str, ...] = ("mid", "pre")
@@ -129,7 +130,7 @@ class ClassifierConfig:
         num_relations: int,
         family: str | None = None,
     ) -> ClassifierConfig:
-        """Build a config from an official checkpoint's ``config`` dict (method.md §3).
+        """Build a config from an official checkpoint's ``config`` dict.
 
         Keys missing from ``config`` are taken from ``FAMILY_CLASSIFIER_DEFAULTS[family]`` when a family is given.
         The head counts and the injection mode cannot be read from weights, so they must come from one of the two.
@@ -224,7 +225,7 @@ class ClassifierConfig:
         )
 
     def to_official(self) -> dict[str, Any]:
-        """Return the official ``config`` dict layout (method.md §3); ``input_channels`` and R are stored beside it."""
+        """Return the official ``config`` dict layout; ``input_channels`` and R are stored beside it."""
         e, h = self.extractor, self.head
         return {
             "extractor": {
@@ -251,21 +252,26 @@ class ClassifierConfig:
         }
 
 
-def _published(num_timesteps: int, small: bool) -> ClassifierConfig:
+def published_config(family: str) -> ClassifierConfig:
+    """The published classifier architecture a family trains (its own, or the one its training recipe borrows).
+
+    The size ("small": SD, "large": FLUX) and the step-embedding length come from the family table
+    (:meth:`.families.ModelFamily.training_recipe`).
+
+    Raises:
+        ValueError: unknown family.
+    """
+    recipe = get_family(family).training_recipe()
+    small = recipe.classifier_size == "small"
     extractor = ExtractorConfig(2, 2, 128, 2) if small else ExtractorConfig(4, 4, 512, 4)
     head = HeadConfig(4, 2, 128) if small else HeadConfig(8, 4, 512)
-    return ClassifierConfig(OFFICIAL_INPUT_CHANNELS, 5, num_timesteps, extractor, head)
+    return ClassifierConfig(OFFICIAL_INPUT_CHANNELS, 5, recipe.num_steps, extractor, head)
 
 
 FAMILY_CLASSIFIER_DEFAULTS: Mapping[str, ClassifierConfig] = MappingProxyType(
-    {
-        "sd14": _published(50, small=True),
-        "sd2": _published(50, small=True),
-        "flux_schnell": _published(4, small=False),
-        "flux_dev": _published(50, small=False),
-    }
+    {name: published_config(name) for name in PUBLISHED_FAMILIES}
 )
-"""Published classifier settings per family (method.md §0), used where a checkpoint's config lacks a key."""
+"""Published classifier settings of each published family, used where a checkpoint's config lacks a key."""
 
 
 class SinusoidalPositionalEncoding(nn.Module):
@@ -357,7 +363,7 @@ class RelationHead(nn.Module):
 
 
 class RelationClassifier(nn.Module):
-    """The Learn-to-Steer relation classifier (official ``EnhancedRelationClassifier``, method.md §2.2).
+    """The Learn-to-Steer relation classifier (official ``EnhancedRelationClassifier``).
 
     Args:
         config: architecture settings; see :class:`ClassifierConfig`.

@@ -15,7 +15,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .checkpoint import OFFICIAL_FAMILIES, convert_official
+from .checkpoint import convert_official
+from .families import PUBLISHED_FAMILIES
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--family",
         default=None,
-        help=f"target model family; needed unless SRC is named after one of {', '.join(OFFICIAL_FAMILIES)}",
+        help=f"target model family; needed unless SRC is named after one of {', '.join(PUBLISHED_FAMILIES)}",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s: %(message)s")

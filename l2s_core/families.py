@@ -1,10 +1,12 @@
-"""Model families: the facts about each denoiser that decide how its attention becomes classifier input.
+"""Model families: every per-family fact in one table.
 
-This module owns the per-family constants of method.md §0, §4.2, §4.3 and §4.5: how recorded layers are ordered
-(``"unet"``: by resolution, then call order; ``"joint"``: MMDiT/FLUX block call order), how many attention channels
-the official classifier for the family expects, how long the text sequence in the attention maps is, whether that
-sequence starts with a CLIP start-of-text token, and whether a single-grid model's maps are renormalised. It also
-names channel counts in error messages (:func:`describe_channel_count`).
+Each :class:`ModelFamily` says how its denoiser's attention becomes classifier input (layer order, channel count,
+text length, map side) and carries the family's recipes: how the published runs steered (:class:`SteeringRecipe`)
+and how their classifiers were trained (:class:`TrainingRecipe`). A family without a published classifier names the
+family it ``borrows`` the missing recipes from; :meth:`ModelFamily.steering_recipe` and
+:meth:`ModelFamily.training_recipe` resolve that, so no other module keeps a family table or a borrow rule. Adding a
+family is one entry here plus its framework detectors (``nodes/steering.py:model_layout`` and the text encoders of
+``nodes/spatial_prompt.py`` for ComfyUI, ``training/models.py`` for diffusers).
 
 Nothing here depends on torch; the other modules look families up by name with :func:`get_family`.
 """
@@ -22,34 +24,119 @@ UNET = "unet"
 JOINT = "joint"
 LAYOUTS: tuple[str, ...] = (UNET, JOINT)
 
+CLASSIFIER_SIZES: tuple[str, ...] = ("small", "large")
+"""The two published classifier sizes: "small" (SD: 2-layer extractor and head, width 128) and "large" (FLUX)."""
+
+OFFICIAL_LOSS_THRESHOLDS: tuple[float, ...] = (1e-5, 3e-5, 5e-5, 7e-5)
+"""Published per-step cross-entropy early-exit thresholds: step 0 -> 1e-5, 1 -> 3e-5, 2 -> 5e-5, 3 and later 7e-5."""
+
+
+def loss_threshold(thresholds: tuple[float, ...], step: int) -> float:
+    """The CE early-exit threshold of denoising step ``step``: entry ``step``, the last entry for later steps.
+
+    Raises:
+        ValueError: ``step`` is negative.
+    """
+    if step < 0:
+        raise ValueError(
+            f"threshold_for() needs a denoising step index >= 0 (0 = noisiest step); got {step}. "
+            "Pass the 0-based position of the step in the sampling schedule."
+        )
+    return thresholds[min(step, len(thresholds) - 1)]
+
+
+@dataclass(frozen=True)
+class SteeringRecipe:
+    """How a family's published runs steered (the test-time optimisation schedule).
+
+    Attributes:
+        num_steps: length of the sampling schedule of the runs (``num_inference_steps``).
+        last_step: exclusive end of steering; steps ``0 .. last_step - 1`` are steered. Other schedule lengths scale
+            it by relative position (:func:`l2s_core.steps.default_last_steered_step`).
+        step_size: gradient-descent step on the latent (``z <- z - step_size * dL/dz``).
+        iterations: forward+backward passes per steered step (the published loop runs 15 refinements plus 1).
+        loss_thresholds: per-step CE early-exit thresholds; step ``i`` uses entry ``i``, later steps the last entry.
+    """
+
+    num_steps: int
+    last_step: int
+    step_size: float
+    iterations: int = 16
+    loss_thresholds: tuple[float, ...] = OFFICIAL_LOSS_THRESHOLDS
+
+    def __post_init__(self) -> None:
+        """Check the table entry."""
+        assert 1 <= self.last_step <= self.num_steps, (self.last_step, self.num_steps)
+        assert self.step_size > 0 and self.iterations >= 1 and self.loss_thresholds
+
+    @property
+    def max_refinement_steps(self) -> int:
+        """The published ``max_refinement_steps`` (the loop runs ``k = 0 .. max_refinement_steps``)."""
+        return self.iterations - 1
+
+    @property
+    def steered_steps(self) -> tuple[int, ...]:
+        """The denoising step indices that are steered: ``0 .. last_step - 1``."""
+        return tuple(range(self.last_step))
+
+    def steers(self, step: int) -> bool:
+        """Return True when denoising step ``step`` (0 = noisiest) is steered."""
+        return 0 <= step < self.last_step
+
+    def threshold_for(self, step: int) -> float:
+        """Return the CE early-exit threshold for denoising step ``step`` (0-based; see :func:`loss_threshold`)."""
+        return loss_threshold(self.loss_thresholds, step)
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How a family's published classifiers were trained.
+
+    Attributes:
+        num_steps: length of the inversion schedule the maps were recorded on (the classifier's step-embedding size).
+        record_steps: the step indices of that schedule whose maps were recorded (the classifier's trained steps).
+            Other schedule lengths scale them by relative position (:func:`l2s_core.steps.scale_step_index`).
+        classifier_size: "small" or "large" (:data:`CLASSIFIER_SIZES`; the architectures are in
+            :func:`l2s_core.classifier.published_config`).
+        lr: AdamW learning rate.
+        epochs: maximum number of epochs.
+    """
+
+    num_steps: int
+    record_steps: tuple[int, ...]
+    classifier_size: str
+    lr: float
+    epochs: int
+
+    def __post_init__(self) -> None:
+        """Check the table entry."""
+        assert self.classifier_size in CLASSIFIER_SIZES, self.classifier_size
+        assert self.record_steps and all(0 <= s < self.num_steps for s in self.record_steps), self.record_steps
+        assert self.lr > 0 and self.epochs >= 1
+
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """One denoiser family and the attention layout its classifiers are trained on.
+    """One denoiser family: its attention layout and its recipes.
 
     Attributes:
         name: Canonical key, e.g. ``"sd2"`` or ``"flux_dev"``.
         display: Human-readable name for messages and UI, e.g. ``"SD2.x"``.
         series: The architecture line shared by families with the same attention layout (``"FLUX.1"`` for both
             FLUX families); used to name a channel count.
-        layout: ``"unet"`` (channels ordered by resolution ascending, then layer call order, then head; §4.2) or
-            ``"joint"`` (MMDiT/FLUX: blocks in call order, double before single, then head; §4.3).
+        layout: ``"unet"`` (channels ordered by resolution ascending, then layer call order, then head) or
+            ``"joint"`` (MMDiT/FLUX: blocks in call order, double before single, then head).
         channels: Attention channels (recorded layers x heads) the family's classifier sees, or ``None`` when it
-            depends on the model config/resolution (no official classifier).
-        text_tokens: Length of the text axis of the attention maps (77 CLIP, 512 T5 for the official FLUX runs,
+            depends on the model config/resolution (no published classifier).
+        text_tokens: Length of the text axis of the attention maps (77 CLIP, 512 T5 for the published FLUX runs,
             154 = 77 CLIP + 77 T5 for SD3 in ComfyUI).
-        start_token: True when text position 0 is a CLIP start-of-text token (word positions then start at 1).
-        renormalise_single_grid: For models whose maps come from one token grid (MMDiT/FLUX): whether the maps the
-            classifier was trained on were renormalised to sum 1 per map. The official rule (§4.5) renormalises
-            only when the grid was resized, so this is True for FLUX-dev (trained at 32, resized to 16) and False
-            for FLUX-schnell (trained at 16, raw text-softmax probabilities). Multi-resolution (UNet) maps are
-            always renormalised, whatever this says.
-        map_size: Side of the square maps the classifier takes (16 for every official checkpoint).
-        official_grid: Token grid side of the official training/inference runs (FLUX-dev 32, schnell 16), or
-            ``None`` when the official maps come from several grids (SD) or there is no official classifier.
-        default_resolution: Image side in pixels of the official runs (or the model's native size when there is no
-            official classifier).
-        official_num_steps: Sampling steps of the official runs (50, schnell 4), or ``None``.
+        map_size: Side of the square maps the classifier takes (16 for every published checkpoint).
+        default_resolution: Image side in pixels of the published runs (or the model's native size when there is no
+            published classifier).
+        published: True when the paper's authors released a classifier checkpoint for the family.
+        steering: The family's own steering recipe, or ``None`` to borrow one.
+        training: The family's own training recipe, or ``None`` to borrow one.
+        borrows: The family whose recipes fill in the ``None`` ones (the nearest published family).
         aliases: Extra accepted spellings for :func:`get_family` (matched case-insensitively, ignoring ``-_. ``).
     """
 
@@ -59,12 +146,12 @@ class ModelFamily:
     layout: str
     channels: int | None
     text_tokens: int
-    start_token: bool
-    renormalise_single_grid: bool
     map_size: int = 16
-    official_grid: int | None = None
     default_resolution: int | None = None
-    official_num_steps: int | None = None
+    published: bool = False
+    steering: SteeringRecipe | None = None
+    training: TrainingRecipe | None = None
+    borrows: str | None = None
     aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -72,7 +159,28 @@ class ModelFamily:
         assert self.layout in LAYOUTS, self.layout
         assert self.channels is None or self.channels > 0, self.channels
         assert self.text_tokens > 0 and self.map_size > 0
+        assert self.borrows is not None or (self.steering is not None and self.training is not None), self.name
+        assert not self.published or (self.steering is not None and self.training is not None), self.name
 
+    def steering_recipe(self) -> SteeringRecipe:
+        """The family's steering recipe, or the one it borrows."""
+        if self.steering is not None:
+            return self.steering
+        return get_family(str(self.borrows)).steering_recipe()
+
+    def training_source(self) -> ModelFamily:
+        """The family whose training recipe (and published classifier architecture) this family uses."""
+        return self if self.training is not None else get_family(str(self.borrows)).training_source()
+
+    def training_recipe(self) -> TrainingRecipe:
+        """The family's training recipe, or the one it borrows."""
+        recipe = self.training_source().training
+        assert recipe is not None
+        return recipe
+
+
+_SD_RECORD_STEPS: tuple[int, ...] = (5, 10, 15, 20, 25, 49)
+"""Published record steps of every 50-step family (SD1.4, SD2.1, FLUX.1-dev)."""
 
 _FAMILY_LIST: tuple[ModelFamily, ...] = (
     ModelFamily(
@@ -80,12 +188,13 @@ _FAMILY_LIST: tuple[ModelFamily, ...] = (
         display="SD1.x",
         series="SD1.x",
         layout=UNET,
-        channels=128,  # 16 cross-attention layers x 8 heads (§4.2)
+        channels=128,  # 16 cross-attention layers x 8 heads
         text_tokens=77,
-        start_token=True,
-        renormalise_single_grid=True,
         default_resolution=512,
-        official_num_steps=50,
+        published=True,
+        steering=SteeringRecipe(num_steps=50, last_step=25, step_size=7.5),
+        training=TrainingRecipe(num_steps=50, record_steps=_SD_RECORD_STEPS, classifier_size="small", lr=1e-4,
+                                epochs=150),
         aliases=("sd1", "sd15", "sd1.4", "sd1.5", "sd1.x", "sdv1", "sd-v1-4", "sd-v1-5"),
     ),
     ModelFamily(
@@ -93,12 +202,13 @@ _FAMILY_LIST: tuple[ModelFamily, ...] = (
         display="SD2.x",
         series="SD2.x",
         layout=UNET,
-        channels=195,  # 20 (8x8) + 5x20 (16x16) + 5x10 (32x32) + 5x5 (64x64) (§4.2)
+        channels=195,  # 20 (8x8) + 5x20 (16x16) + 5x10 (32x32) + 5x5 (64x64)
         text_tokens=77,
-        start_token=True,
-        renormalise_single_grid=True,
         default_resolution=512,
-        official_num_steps=50,
+        published=True,
+        steering=SteeringRecipe(num_steps=50, last_step=25, step_size=5.0),
+        training=TrainingRecipe(num_steps=50, record_steps=_SD_RECORD_STEPS, classifier_size="small", lr=1e-4,
+                                epochs=100),
         aliases=("sd20", "sd21", "sd2.0", "sd2.1", "sd2.x", "sdv2", "sd21base", "sd2.1-base"),
     ),
     ModelFamily(
@@ -108,9 +218,8 @@ _FAMILY_LIST: tuple[ModelFamily, ...] = (
         layout=UNET,
         channels=None,
         text_tokens=77,
-        start_token=True,
-        renormalise_single_grid=True,
         default_resolution=1024,
+        borrows="sd2",  # the nearest published UNet family
         aliases=("xl", "sd-xl", "sdxl1.0"),
     ),
     ModelFamily(
@@ -120,9 +229,8 @@ _FAMILY_LIST: tuple[ModelFamily, ...] = (
         layout=JOINT,
         channels=None,
         text_tokens=154,  # 77 CLIP positions followed by T5 (min 77): usually 154
-        start_token=True,  # the sequence opens with the CLIP chunk, whose position 0 is the start token
-        renormalise_single_grid=True,
         default_resolution=1024,
+        borrows="flux_dev",  # the nearest published joint-attention family
         aliases=("sd3.0", "sd35", "sd3.5"),
     ),
     ModelFamily(
@@ -130,13 +238,12 @@ _FAMILY_LIST: tuple[ModelFamily, ...] = (
         display="FLUX.1-schnell",
         series="FLUX.1",
         layout=JOINT,
-        channels=1368,  # (19 double + 38 single) x 24 heads (§4.3)
+        channels=1368,  # (19 double + 38 single) x 24 heads
         text_tokens=512,
-        start_token=False,
-        renormalise_single_grid=False,  # official maps at 16x16 are raw (§4.5)
-        official_grid=16,
         default_resolution=256,
-        official_num_steps=4,
+        published=True,
+        steering=SteeringRecipe(num_steps=4, last_step=1, step_size=5.0),
+        training=TrainingRecipe(num_steps=4, record_steps=(1, 3), classifier_size="large", lr=5e-5, epochs=200),
         aliases=("schnell", "flux1-schnell", "flux.1-schnell"),
     ),
     ModelFamily(
@@ -146,11 +253,11 @@ _FAMILY_LIST: tuple[ModelFamily, ...] = (
         layout=JOINT,
         channels=1368,
         text_tokens=512,
-        start_token=False,
-        renormalise_single_grid=True,  # official maps recorded at 32x32, resized to 16 and renormalised (§4.5)
-        official_grid=32,
         default_resolution=512,
-        official_num_steps=50,
+        published=True,
+        steering=SteeringRecipe(num_steps=50, last_step=25, step_size=5.0),
+        training=TrainingRecipe(num_steps=50, record_steps=_SD_RECORD_STEPS, classifier_size="large", lr=5e-5,
+                                epochs=200),
         aliases=("flux1-dev", "flux.1-dev"),
     ),
     ModelFamily(
@@ -160,13 +267,19 @@ _FAMILY_LIST: tuple[ModelFamily, ...] = (
         layout=UNET,
         channels=None,
         text_tokens=77,
-        start_token=True,
-        renormalise_single_grid=True,
+        default_resolution=128,
+        # The toy world's latents are mean colours per 8x8 cell at unit scale; SD2.1's step of 5 overshoots there
+        # (measured on the toy benchmark: README, "Toy world"), so the toy family has its own step size.
+        steering=SteeringRecipe(num_steps=20, last_step=10, step_size=1.0),
+        borrows="sd2",  # training recipe and classifier architecture
         aliases=("toy-world", "toyworld"),
     ),
 )
 
 FAMILIES: Mapping[str, ModelFamily] = MappingProxyType({f.name: f for f in _FAMILY_LIST})
+
+PUBLISHED_FAMILIES: tuple[str, ...] = tuple(f.name for f in _FAMILY_LIST if f.published)
+"""The families the paper's authors released classifiers for: sd14, sd2, flux_schnell, flux_dev."""
 
 
 def _normalise_key(name: str) -> str:

@@ -12,10 +12,12 @@ type, so a float or a string in an integer field means the file was written wron
 from __future__ import annotations
 
 import numbers
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "as_index",
     "describe_value",
     "field_error",
     "require_int",
@@ -26,6 +28,19 @@ __all__ = [
 ]
 
 _MAX_REPR = 80
+
+
+def as_index(value: object, what: str) -> int:
+    """Return an argument as a Python int, rejecting bools, floats and other non-integers with a clear message.
+
+    For arguments of a function call (not file fields): the message starts with ``what``, e.g. "The step index".
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer, got the bool {value!r}.")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError(f"{what} must be an integer, got {value!r} ({type(value).__name__}).") from None
 
 
 def field_error(where: str, field: str, expected: str, value: Any) -> ValueError:

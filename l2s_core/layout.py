@@ -1,25 +1,24 @@
 """Attention-map layout: the contract between captured attention and the relation classifier's input.
 
 This module owns everything between "per-layer cross-attention probabilities over the text tokens" and the
-``(B, 2, C, S, S)`` tensor the classifier takes (method.md §4.2, §4.3, §4.5):
+``(B, 2, C, S, S)`` tensor the classifier takes:
 
-* :func:`token_average`: mean over an object's token columns (multi-token words, §4.5 step 2);
+* :func:`token_average`: mean over an object's token columns (multi-token words);
 * :class:`LayerMaps` and :func:`order_layers`: one recorded layer's maps for one object, and the channel order per
   layout (``"unet"``: resolution ascending, then layer call order, then head; ``"joint"``: call order, i.e. FLUX's 19
   double blocks then 38 single blocks, then head);
 * :func:`resize_and_renormalise` and :func:`object_channels`: bilinear resize to the classifier's map size and the
-  renormalisation rule of §4.5;
+  official renormalisation rule;
 * :func:`classifier_input`: stacking subject and object;
 * :func:`check_channel_count`: an error that names both architectures when a classifier meets the wrong model.
 
 Everything is differentiable (no in-place updates, no ``.item()``): the gradient of the classifier loss flows back
-through these maps to the attention probabilities and on to the latent (§4.6).
+through these maps to the attention probabilities and on to the latent.
 """
 
 from __future__ import annotations
 
 import logging
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,11 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from .families import JOINT, LAYOUTS, UNET, describe_channel_count, get_family
+from .fields import as_index
 
 logger = logging.getLogger(__name__)
 
 RENORM_EPS = 1e-8
-"""Added to each map's spatial sum before dividing (official value, §4.5)."""
+"""Added to each map's spatial sum before dividing (official value)."""
 
 
 def _check_layout(layout: str) -> None:
@@ -43,18 +43,8 @@ def _check_layout(layout: str) -> None:
         )
 
 
-def _as_index(value: object, what: str) -> int:
-    """Return ``value`` as a Python int, rejecting bools, floats and other non-integers with a clear message."""
-    if isinstance(value, bool):
-        raise ValueError(f"{what} must be an integer, got the bool {value!r}.")
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise ValueError(f"{what} must be an integer, got {value!r} ({type(value).__name__}).") from None
-
-
 def token_average(probs: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
-    """Average attention probabilities over the token columns of one object (method.md §4.5 step 2).
+    """Average attention probabilities over the token columns of one object.
 
     A single position gives that column unchanged; several positions (a word split into sub-word tokens) give their
     mean.
@@ -76,7 +66,7 @@ def token_average(probs: torch.Tensor, positions: Sequence[int]) -> torch.Tensor
     num_tokens = probs.shape[-1]
     if len(positions) == 0:
         raise ValueError("token_average needs at least one token position for the object; got an empty list.")
-    idx = [_as_index(p, "A token position") for p in positions]
+    idx = [as_index(p, "A token position") for p in positions]
     bad = [p for p in idx if not 0 <= p < num_tokens]
     if bad:
         raise ValueError(
@@ -107,13 +97,13 @@ class LayerMaps:
 
     def __post_init__(self) -> None:
         """Validate the index, the grid and the maps' shape."""
-        call_index = _as_index(self.call_index, "LayerMaps.call_index")
+        call_index = as_index(self.call_index, "LayerMaps.call_index")
         if call_index < 0:
             raise ValueError(f"LayerMaps.call_index must be >= 0, got {call_index}.")
         if len(self.grid) != 2:
             raise ValueError(f"LayerMaps.grid must be (h, w), got {self.grid!r}.")
-        h = _as_index(self.grid[0], "LayerMaps.grid height")
-        w = _as_index(self.grid[1], "LayerMaps.grid width")
+        h = as_index(self.grid[0], "LayerMaps.grid height")
+        w = as_index(self.grid[1], "LayerMaps.grid width")
         if h <= 0 or w <= 0:
             raise ValueError(f"LayerMaps.grid must be positive, got {(h, w)}.")
         object.__setattr__(self, "call_index", call_index)
@@ -159,8 +149,8 @@ class LayerMaps:
 def order_layers(layers: Sequence[LayerMaps], layout: str) -> list[LayerMaps]:
     """Put recorded layers in the classifier's channel order.
 
-    ``"unet"`` (§4.2): by resolution ascending (``h*w``), then call order; e.g. for SD at 512px: mid 8x8, then the
-    five 16x16 layers (down before up), 32x32, 64x64. ``"joint"`` (§4.3): by call order (FLUX double blocks, then
+    ``"unet"``: by resolution ascending (``h*w``), then call order; e.g. for SD at 512px: mid 8x8, then the
+    five 16x16 layers (down before up), 32x32, 64x64. ``"joint"``: by call order (FLUX double blocks, then
     single blocks). Heads keep their natural order inside each layer.
 
     Args:
@@ -190,7 +180,7 @@ def order_layers(layers: Sequence[LayerMaps], layout: str) -> list[LayerMaps]:
 
 
 def resize_and_renormalise(maps: torch.Tensor, size: int, renormalise: bool) -> torch.Tensor:
-    """Resize maps to ``size x size`` and optionally renormalise each to sum 1 (method.md §4.5 step 4).
+    """Resize maps to ``size x size`` and optionally renormalise each to sum 1.
 
     The resize is ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)``, as in the official code:
     32 -> 16 equals 2x2 average pooling, 64 -> 16 takes the mean of the middle 2x2 of every 4x4 block, and
@@ -212,7 +202,7 @@ def resize_and_renormalise(maps: torch.Tensor, size: int, renormalise: bool) -> 
         raise ValueError(f"resize_and_renormalise expects maps of shape (B, C, h, w), got {tuple(maps.shape)}.")
     if not maps.is_floating_point():
         raise ValueError(f"resize_and_renormalise expects floating-point maps, got dtype {maps.dtype}.")
-    size = _as_index(size, "The map size")
+    size = as_index(size, "The map size")
     if size <= 0:
         raise ValueError(f"The map size must be positive, got {size}.")
     if tuple(maps.shape[-2:]) != (size, size):
@@ -229,7 +219,7 @@ def object_channels(
     *,
     renormalise_single_grid: bool | None = None,
 ) -> torch.Tensor:
-    """Build one object's classifier channels from its recorded layers (method.md §4.5 steps 3-4).
+    """Build one object's classifier channels from its recorded layers.
 
     The layers are ordered with :func:`order_layers`; each layer contributes its heads in order, so
     ``C = sum(heads)``. The official rule decides about resizing and renormalisation:
@@ -238,10 +228,9 @@ def object_channels(
       32x32, or any non-square grid): resize every map to ``map_size`` and renormalise it to sum 1;
     * exactly one grid equal to ``map_size x map_size`` (FLUX-schnell at 16x16): the maps are returned raw.
 
-    ``renormalise_single_grid`` overrides the second half of that rule for single-grid models only, following the
-    family's training convention (``ModelFamily.renormalise_single_grid``) away from the official resolution
-    (method.md §10, derived suggestion): True always renormalises, False never does (the maps are still resized).
-    Multi-grid maps are always renormalised. ``None`` (default) applies §4.5 exactly.
+    ``renormalise_single_grid`` (our extension) overrides the second half of that rule for single-grid models only,
+    e.g. to follow a family's training convention away from its official resolution: True always renormalises, False
+    never does (the maps are still resized). Multi-grid maps are always renormalised. ``None`` (default) applies the official rule exactly.
 
     Maps are cast to float32 before resizing, so bf16 attention is resized and renormalised in float32.
 
@@ -259,7 +248,7 @@ def object_channels(
             differ.
     """
     ordered = order_layers(layers, layout)
-    map_size = _as_index(map_size, "The map size")
+    map_size = as_index(map_size, "The map size")
     if map_size <= 0:
         raise ValueError(f"The map size must be positive, got {map_size}.")
     batch_sizes = {int(layer.maps.shape[0]) for layer in ordered}
@@ -304,14 +293,14 @@ def classifier_input(
     *,
     renormalise_single_grid: bool | None = None,
 ) -> torch.Tensor:
-    """Stack subject and object channels into the classifier input (method.md §4.5 step 5).
+    """Stack subject and object channels into the classifier input.
 
     Args:
         subject_layers: Recorded layers for the first object of the relation (the subject).
         object_layers: Recorded layers for the second object, with the same layers, grids and heads.
         layout: ``"unet"`` or ``"joint"``.
         map_size: Classifier map side ``S``.
-        renormalise_single_grid: Passed to :func:`object_channels`; ``None`` follows §4.5 exactly.
+        renormalise_single_grid: Passed to :func:`object_channels`; ``None`` follows the official rule exactly.
 
     Returns:
         Float32 tensor ``(B, 2, C, S, S)``; index 0 on dim 1 is the subject.
@@ -348,8 +337,8 @@ def check_channel_count(expected: int, produced: int, *, expected_family: str | 
         ValueError: the counts differ, e.g. "The classifier expects 1368 attention channels (FLUX.1), but the model
             produced 195 (SD2.x). ...", or either count is not a positive integer.
     """
-    expected = _as_index(expected, "The expected channel count")
-    produced = _as_index(produced, "The produced channel count")
+    expected = as_index(expected, "The expected channel count")
+    produced = as_index(produced, "The produced channel count")
     if expected <= 0 or produced <= 0:
         raise ValueError(f"Channel counts must be positive, got expected={expected}, produced={produced}.")
     if expected == produced:

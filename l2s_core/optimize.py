@@ -1,17 +1,17 @@
-"""Test-time optimisation of a noisy latent against a relation classifier, as a pure function (method.md §4.6, §5.2).
+"""Test-time optimisation of a noisy latent against a relation classifier, as a pure function.
 
 This module owns the Learn-to-Steer inner loop. At one denoising step it repeatedly runs the denoiser on the latent
 (through a caller-supplied closure that returns the subject/object attention maps), scores the maps with the
 relation classifier, and takes a plain gradient-descent step on the latent against the cross-entropy to the target
 relation: ``z <- z - step_size * dCE/dz`` (no normalisation, no momentum, as in the official code).
 
-Differences from the official loop, all documented in method.md §10:
+Differences from the official loop:
 
-* The latent is optimised as an fp32 master copy whatever dtype the model runs in (§5.4, §10 item 8); the closure
+* The latent is optimised as an fp32 master copy whatever dtype the model runs in; the closure
   casts to the model dtype itself. The returned latent is fp32; callers cast it back.
 * Batches larger than 1 are supported, each sample with its own targets and its own stop rule (the official loop
-  is batch 1, §10 item 3). Sample ``b`` of a batch gets exactly the updates it would get alone.
-* An optional early stop on the target probability (§10 item 6); the default (None) keeps the official behaviour.
+  is batch 1). Sample ``b`` of a batch gets exactly the updates it would get alone.
+* An optional early stop on the target probability; the default (None) keeps the official behaviour.
 * Non-finite losses or gradients stop the loop with a warning and keep the last good latent, except on the first
   forward: non-finite maps or logits there mean the denoiser or the classifier is broken (nothing was updated yet
   that could have caused them), and :class:`NonFiniteOutputError` is raised instead of returning an unsteered latent.
@@ -179,7 +179,7 @@ def refine_latent(
     early_stop_probability: float | None = None,
     on_iteration: Callable[[IterationRecord], None] | None = None,
 ) -> RefineResult:
-    """Steer a noisy latent towards the target relations at one denoising step (method.md §5.2).
+    """Steer a noisy latent towards the target relations at one denoising step.
 
     Iteration ``k`` (``0 .. iterations-1``) optimises triplet ``t = k % len(targets)`` (official round robin):
     forward ``maps_fn`` on a fresh fp32 leaf copy of the latent, ``logits = classifier(maps, step_index)``,
@@ -206,7 +206,7 @@ def refine_latent(
         maps_fn: closure ``(latent_leaf, triplet_index) -> (B, 2, C, S, S)`` maps, see :data:`MapsFn`.
         classifier: ``(maps, step_index (B,) long) -> (B, R)`` logits, e.g. ``RelationClassifier`` in eval mode.
         targets: one (B,) integer tensor per relation triplet; class indices in ``0 .. R-1`` or ``-100``.
-        step_index: classifier step index for this denoising step (method.md §2.5), passed as a (B,) LongTensor.
+        step_index: classifier step index for this denoising step, passed as a (B,) LongTensor.
         step_size: gradient step size (official 5.0; 7.5 for SD 1.4), > 0.
         iterations: maximum forward+backward passes (official 16), >= 0.
         loss_threshold: per-sample CE early-exit threshold, >= 0 (official 1e-5 .. 7e-5 by step; 0 = never).
@@ -378,7 +378,7 @@ def _validate_arguments(
                 "(ignore) may be negative."
             )
     if isinstance(step_index, bool) or not isinstance(step_index, int) or step_index < 0:
-        raise ValueError(f"step_index must be an int >= 0 (classifier step index, method.md §2.5); got {step_index!r}.")
+        raise ValueError(f"step_index must be an int >= 0 (classifier step index); got {step_index!r}.")
     if not math.isfinite(step_size) or step_size <= 0:
         raise ValueError(f"step_size must be a finite number > 0 (official 5.0 or 7.5); got {step_size!r}.")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:

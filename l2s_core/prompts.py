@@ -1,6 +1,6 @@
 """Prompt parsing: find (subject, relation, object) triplets and their character spans in a text prompt.
 
-This module owns the rule-based replacement for the official spaCy ``PromptParser`` (method.md §6). It needs no
+This module owns the rule-based replacement for the official spaCy ``PromptParser``. It needs no
 model download, runs in plain Python string/regex work and is deterministic.
 
 How a prompt is read:
@@ -19,9 +19,10 @@ How a prompt is read:
    after it. A noun phrase is the maximal run of *content words* next to the relation: adjectives and compound nouns
    are kept ("red dog", "big teddy bear", "fire hydrant"); articles, quantifiers and possessives ("a", "the", "two",
    "some", "their"), copulas and posture/placement verbs ("is", "are", "sitting", "placed"), prepositions,
-   conjunctions, relative pronouns and punctuation end it. Before the relation, copulas/verbs and degree adverbs
-   ("directly", "just", "slightly", "right", "far") are dropped first, so "a cat is sitting directly to the left of a
-   dog" gives ("cat", "to the left of", "dog"). After the relation, leading articles/quantifiers/verbs and collective
+   conjunctions, relative pronouns and punctuation end it; "stand" and "float" after an article or a singular noun
+   are nouns ("a tv stand", "a float"), elsewhere verbs ("two dogs stand"). Before the relation, copulas/verbs and
+   degree adverbs ("directly", "just", "slightly", "right", "far") are dropped first, so "a cat is sitting directly
+   to the left of a dog" gives ("cat", "to the left of", "dog"). After the relation, leading articles/quantifiers/verbs and collective
    phrases ("a pair of", "a group of") are skipped. As in the official parser, the *nearest* noun phrase wins:
    "a book on a table to the left of a lamp" gives subject "table".
 5. Chains share the middle phrase ("A above B to the right of C" -> (A, above, B), (B, to the right of, C)); a
@@ -49,7 +50,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from .emphasis import PlainPrompt, strip_emphasis
-from .relations import ABOVE, BELOW, LEFT_OF, RIGHT_OF, SPATIAL_RELATIONS, canonical_relation
+from .relations import RELATION_SYNONYMS, SPATIAL_RELATIONS, canonical_relation
 
 logger = logging.getLogger(__name__)
 
@@ -110,44 +111,6 @@ class IncompleteRelationError(ValueError):
 
 # --------------------------------------------------------------------------------------------------------------------
 # Vocabulary (all immutable).
-
-#: Prompt phrasings of the supported relations -> canonical name. Matching is whole-word, case-insensitive, with any
-#: run of spaces/hyphens between words, longest phrase first.
-RELATION_SYNONYMS: Mapping[str, str] = MappingProxyType(
-    {
-        "above": ABOVE,
-        "over": ABOVE,
-        "atop": ABOVE,
-        "on top of": ABOVE,
-        "on the top of": ABOVE,
-        "below": BELOW,
-        "under": BELOW,
-        "underneath": BELOW,
-        "beneath": BELOW,
-        "on the bottom of": BELOW,
-        "on bottom of": BELOW,
-        "to the left of": LEFT_OF,
-        "on the left of": LEFT_OF,
-        "left of": LEFT_OF,
-        "to the left side of": LEFT_OF,
-        "on the left side of": LEFT_OF,
-        "to the left hand side of": LEFT_OF,
-        "on the left hand side of": LEFT_OF,
-        "to the far left of": LEFT_OF,
-        "on the far left of": LEFT_OF,
-        "at the left of": LEFT_OF,
-        "to the right of": RIGHT_OF,
-        "on the right of": RIGHT_OF,
-        "right of": RIGHT_OF,
-        "to the right side of": RIGHT_OF,
-        "on the right side of": RIGHT_OF,
-        "to the right hand side of": RIGHT_OF,
-        "on the right hand side of": RIGHT_OF,
-        "to the far right of": RIGHT_OF,
-        "on the far right of": RIGHT_OF,
-        "at the right of": RIGHT_OF,
-    }
-)
 
 _SUPPORTED = "supported"
 _UNSUPPORTED = "unsupported"  # a relation between two objects the four classes cannot express
@@ -256,6 +219,10 @@ _FILLERS = frozenset(
     "grazing swimming waiting wearing wears holding holds carrying carries eating eats playing plays riding rides "
     "looking looks watching watches drinking reading using".split()
 )
+_NOUN_FILLERS = frozenset(("stand", "float"))
+"""Fillers that are also nouns: a noun after an article or after a singular noun ("a float", "tv stand", "night
+stand"); after a plural they stay verbs ("two dogs stand to the left of a cat")."""
+_ARTICLES = frozenset(("a", "an", "the"))
 _EDGE_ADVERBS = frozenset(
     "directly just slightly immediately right straight exactly somewhat far way partially partly clearly".split()
 )
@@ -323,6 +290,20 @@ def _is_content(word: str) -> bool:
     return word[0].isalnum() and word not in _NON_CONTENT and not word.isdigit()
 
 
+def _is_noun_filler(words: list[str], k: int) -> bool:
+    """Whether ``words[k]`` is a filler used as a noun: "stand" in "a tv stand", "float" in "a float"."""
+    if words[k] not in _NOUN_FILLERS or k == 0:
+        return False
+    before = words[k - 1]
+    plural = before.endswith("s") and not before.endswith("ss")
+    return before in _ARTICLES or (_is_content(before) and not plural)
+
+
+def _is_phrase_word(words: list[str], k: int) -> bool:
+    """Whether ``words[k]`` belongs to a noun phrase: a content word, or a filler used as a noun."""
+    return _is_content(words[k]) or _is_noun_filler(words, k)
+
+
 def _intro_end(words: list[str]) -> int:
     """Return the token index after a leading intro phrase such as "a photo of" (0 when there is none)."""
     i = 1 if words and words[0] in ("a", "an", "the") else 0
@@ -364,14 +345,14 @@ def _left_phrase(words: list[str], lo: int, hi: int) -> tuple[int, int] | None |
     caller then reuses the previous subject), or None when there is no phrase.
     """
     j = hi - 1
-    while j >= lo and words[j] in _LEFT_EDGE_SKIP:
+    while j >= lo and words[j] in _LEFT_EDGE_SKIP and not _is_noun_filler(words, j):
         j -= 1
     if j < lo:
         return None
     if words[j] in _CONJUNCTIONS:
         return "conj"
     end = j + 1
-    while j >= lo and _is_content(words[j]):
+    while j >= lo and _is_phrase_word(words, j):
         j -= 1
     return (j + 1, end) if j + 1 < end else None
 
@@ -381,14 +362,14 @@ def _right_phrase(words: list[str], lo: int, hi: int) -> tuple[int, int] | None:
     i = lo
     while i < hi:
         word = words[i]
-        if word in _RIGHT_EDGE_SKIP or word.isdigit():
+        if (word in _RIGHT_EDGE_SKIP and not _is_noun_filler(words, i)) or word.isdigit():
             i += 1
         elif word in _COLLECTIVES and i + 1 < hi and words[i + 1] == "of":
             i += 2
         else:
             break
     start = i
-    while i < hi and _is_content(words[i]):
+    while i < hi and _is_phrase_word(words, i):
         i += 1
     return (start, i) if i > start else None
 
@@ -569,13 +550,6 @@ def _occurrences(prompt: str, phrase: str, role: str, shown: str) -> list[tuple[
     return spans
 
 
-def _resolve_relation(relation: str) -> str:
-    key = " ".join(relation.strip().lower().replace("_", " ").replace("-", " ").split())
-    if key in RELATION_SYNONYMS:
-        return RELATION_SYNONYMS[key]
-    return canonical_relation(relation)
-
-
 def explicit_triplet(
     prompt: str, subject: str, relation: str, object: str, *, emphasis: bool = False
 ) -> RelationTriplet:
@@ -610,7 +584,7 @@ def explicit_triplet(
 
 def _explicit(prompt: str, shown: str, subject: str, relation: str, object: str) -> RelationTriplet:
     """:func:`explicit_triplet` on plain text ``prompt``; ``shown`` is the prompt as written, for messages."""
-    canonical = _resolve_relation(relation)
+    canonical = canonical_relation(relation)
     subj_spans = _occurrences(prompt, subject, "subject", shown)
     obj_spans = _occurrences(prompt, object, "object", shown)
 

@@ -1,14 +1,15 @@
 """The spatial relations the published classifiers know, and their canonical names.
 
 The official checkpoints map relation names to class indices with ``rel_name_to_idx``; the spatial names there are
-exactly the four canonical strings below (method.md §0). Everything else in the pack refers to relations through these
+exactly the four canonical strings below. Everything else in the pack refers to relations through these
 constants, and user-facing aliases are resolved once, here; :func:`check_class_names` checks that a classifier
 stores its spatial classes under these names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 ABOVE = "above"
 BELOW = "below"
@@ -17,28 +18,47 @@ RIGHT_OF = "to the right of"
 
 SPATIAL_RELATIONS: tuple[str, ...] = (ABOVE, BELOW, LEFT_OF, RIGHT_OF)
 
-_ALIASES: dict[str, str] = {
-    "above": ABOVE,
-    "over": ABOVE,
-    "on top of": ABOVE,
-    "on the top of": ABOVE,
-    "top": ABOVE,
-    "below": BELOW,
-    "under": BELOW,
-    "underneath": BELOW,
-    "beneath": BELOW,
-    "on the bottom of": BELOW,
-    "on bottom of": BELOW,
-    "bottom": BELOW,
-    "to the left of": LEFT_OF,
-    "on the left of": LEFT_OF,
-    "left of": LEFT_OF,
-    "left": LEFT_OF,
-    "to the right of": RIGHT_OF,
-    "on the right of": RIGHT_OF,
-    "right of": RIGHT_OF,
-    "right": RIGHT_OF,
-}
+RELATION_SYNONYMS: Mapping[str, str] = MappingProxyType(
+    {
+        "above": ABOVE,
+        "over": ABOVE,
+        "atop": ABOVE,
+        "on top of": ABOVE,
+        "on the top of": ABOVE,
+        "below": BELOW,
+        "under": BELOW,
+        "underneath": BELOW,
+        "beneath": BELOW,
+        "on the bottom of": BELOW,
+        "on bottom of": BELOW,
+        "to the left of": LEFT_OF,
+        "on the left of": LEFT_OF,
+        "left of": LEFT_OF,
+        "to the left side of": LEFT_OF,
+        "on the left side of": LEFT_OF,
+        "to the left hand side of": LEFT_OF,
+        "on the left hand side of": LEFT_OF,
+        "to the far left of": LEFT_OF,
+        "on the far left of": LEFT_OF,
+        "at the left of": LEFT_OF,
+        "to the right of": RIGHT_OF,
+        "on the right of": RIGHT_OF,
+        "right of": RIGHT_OF,
+        "to the right side of": RIGHT_OF,
+        "on the right side of": RIGHT_OF,
+        "to the right hand side of": RIGHT_OF,
+        "on the right hand side of": RIGHT_OF,
+        "to the far right of": RIGHT_OF,
+        "on the far right of": RIGHT_OF,
+        "at the right of": RIGHT_OF,
+    }
+)
+"""Phrasings of the four relations -> canonical name: the one synonym table. The prompt parser matches these phrases
+in prompts (whole words, case-insensitive, longest first); :func:`canonical_relation` accepts them as names."""
+
+_SHORT_NAMES: Mapping[str, str] = MappingProxyType({"top": ABOVE, "bottom": BELOW, "left": LEFT_OF, "right": RIGHT_OF})
+"""One-word names accepted where a relation is named on its own (an option, a class name), never matched in prompts
+("right" is also a degree adverb there: "right above")."""
 
 
 def canonical_relation(name: str) -> str:
@@ -51,8 +71,9 @@ def canonical_relation(name: str) -> str:
         ValueError: the name is not a supported spatial relation; the message lists the supported ones.
     """
     key = " ".join(name.strip().lower().replace("_", " ").replace("-", " ").split())
-    if key in _ALIASES:
-        return _ALIASES[key]
+    canonical = RELATION_SYNONYMS.get(key) or _SHORT_NAMES.get(key)
+    if canonical is not None:
+        return canonical
     supported = ", ".join(repr(r) for r in SPATIAL_RELATIONS)
     raise ValueError(
         f"Unknown spatial relation {name!r}. The relation classifiers know only {supported} "
@@ -77,7 +98,7 @@ def check_class_names(names: Sequence[str]) -> None:
     spatial = 0
     for name in names:
         key = " ".join(name.strip().lower().replace("_", " ").replace("-", " ").split())
-        canonical = _ALIASES.get(key)
+        canonical = RELATION_SYNONYMS.get(key) or _SHORT_NAMES.get(key)
         if canonical is None:
             continue
         if name != canonical:

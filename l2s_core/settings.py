@@ -1,7 +1,7 @@
 """Steering settings: what a user asks for (:class:`SteeringOptions`) and what a run uses (:class:`SteeringSettings`).
 
-This module owns the resolution of the user's steering inputs against the official preset of the classifier's
-family (:mod:`.presets`) once the length of the schedule is known. The ComfyUI nodes and the toy-world benchmark
+This module owns the resolution of the user's steering inputs against the steering recipe of the classifier's
+family (:meth:`.families.ModelFamily.steering_recipe`) once the length of the schedule is known. The ComfyUI nodes and the toy-world benchmark
 share it.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .presets import preset_for_family
+from .families import OFFICIAL_LOSS_THRESHOLDS, get_family, loss_threshold
 from .steps import ScheduleWindow
 
 
@@ -28,17 +28,17 @@ class SteeringSettings:
     last_step: int
     step_size: float
     iterations: int
-    loss_thresholds: tuple[float, ...] = (1e-5, 3e-5, 5e-5, 7e-5)
+    loss_thresholds: tuple[float, ...] = OFFICIAL_LOSS_THRESHOLDS
     early_stop_probability: float | None = None
 
     def threshold_for(self, step: int) -> float:
         """The cross-entropy threshold of denoising step ``step`` (the last entry for later steps)."""
-        return self.loss_thresholds[min(step, len(self.loss_thresholds) - 1)]
+        return loss_threshold(self.loss_thresholds, step)
 
 
 @dataclass(frozen=True)
 class SteeringOptions:
-    """The node's steering inputs; ``None`` means "the official preset of the classifier's family".
+    """The node's steering inputs; ``None`` means "the steering recipe of the classifier's family".
 
     Resolved per run by :meth:`resolve`, because the number of steps is known only when sampling starts.
     """
@@ -49,27 +49,27 @@ class SteeringOptions:
     early_stop_probability: float | None = None
 
     def resolve(self, num_steps: int, family: str, window: ScheduleWindow | None = None) -> SteeringSettings:
-        """Fill the unset fields from the family's official preset, scaled to a ``num_steps`` schedule.
+        """Fill the unset fields from the family's steering recipe, scaled to a ``num_steps`` schedule.
 
         Args:
             num_steps: length of the schedule being sampled.
-            family: the classifier's family (selects the preset).
+            family: the classifier's family (selects the recipe).
             window: where the schedule sits in the from-noise run it is part of (img2img: ComfyUI's KSampler runs
                 the last ``steps`` of ``int(steps / denoise)``); None for a whole run from pure noise. The default
-                steered range then covers the steps whose place in the full run the official preset steers, which
+                steered range then covers the steps whose place in the full run the recipe steers, which
                 is none when the schedule starts past it (:meth:`.steps.ScheduleWindow.default_steered_steps`).
         """
-        preset = preset_for_family(family)
+        recipe = get_family(family).steering_recipe()
         window = ScheduleWindow.from_noise(num_steps) if window is None else window
         if window.num_steps != num_steps:
             raise ValueError(f"The schedule window has {window.num_steps} steps, the schedule {num_steps}.")
         last_step = self.last_step
         if last_step is None:
-            last_step = window.default_steered_steps(preset.last_step, preset.num_steps)
+            last_step = window.default_steered_steps(recipe.last_step, recipe.num_steps)
         return SteeringSettings(
             last_step=min(last_step, num_steps),
-            step_size=preset.step_size if self.step_size is None else self.step_size,
-            iterations=preset.iterations if self.iterations is None else self.iterations,
-            loss_thresholds=preset.loss_thresholds,
+            step_size=recipe.step_size if self.step_size is None else self.step_size,
+            iterations=recipe.iterations if self.iterations is None else self.iterations,
+            loss_thresholds=recipe.loss_thresholds,
             early_stop_probability=self.early_stop_probability,
         )

@@ -1,8 +1,8 @@
 """Step indices: which step embedding the classifier gets at each sampling step, and how far steering runs.
 
-This module owns method.md §2.5 (the official lookup table from the sampling step to the classifier's trained step
-index, ``assign_by_intervals``) and our documented extension to schedules whose length differs from the one the
-classifier was trained on (§5.6: "map by relative position"), plus the matching default for how many steps to steer.
+This module owns the official lookup table from the sampling step to the classifier's trained step index
+(``assign_by_intervals``), our extension to schedules whose length differs from the one the classifier was trained
+on (map by relative position), and the matching default for how many steps to steer.
 It also places partial schedules (img2img, split sigmas) in the from-noise schedule they are the tail of, so that
 both the classifier step and the default steered range follow the noise level rather than the position in the
 shortened schedule, and derives the per-step seeds of steered sampler calls.
@@ -12,21 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .fields import as_index
+
 logger = logging.getLogger(__name__)
-
-
-def _as_int(value: object, what: str) -> int:
-    """Return ``value`` as a Python int, rejecting bools, floats and other non-integers."""
-    if isinstance(value, bool):
-        raise ValueError(f"{what} must be an integer, got the bool {value!r}.")
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise ValueError(f"{what} must be an integer, got {value!r} ({type(value).__name__}).") from None
 
 
 def _checked_trained_steps(trained_steps: Sequence[int]) -> list[int]:
@@ -36,7 +27,7 @@ def _checked_trained_steps(trained_steps: Sequence[int]) -> list[int]:
             "The classifier's trained step indices are empty; expected e.g. [5, 10, 15, 20, 25, 49] (50-step "
             "models) or [1, 3] (FLUX-schnell). Read them from the checkpoint's training config."
         )
-    steps = [_as_int(a, "A trained step index") for a in trained_steps]
+    steps = [as_index(a, "A trained step index") for a in trained_steps]
     negative = [a for a in steps if a < 0]
     if negative:
         raise ValueError(f"Trained step indices must be >= 0, got {negative} in {steps}.")
@@ -44,7 +35,7 @@ def _checked_trained_steps(trained_steps: Sequence[int]) -> list[int]:
 
 
 def step_index_table(trained_steps: Sequence[int], num_steps: int) -> list[int]:
-    """Build the official table from sampling step to classifier step index (method.md §2.5, exactly).
+    """Build the official table from sampling step to classifier step index.
 
     With ``A`` the trained indices sorted ascending, every step from the previous trained index + 1 up to ``a``
     (clipped at ``num_steps - 1``) gets ``a``; the first interval starts at 0. In words: each step uses the next
@@ -68,7 +59,7 @@ def step_index_table(trained_steps: Sequence[int], num_steps: int) -> list[int]:
         ValueError: ``trained_steps`` is empty or has negative/non-integer entries, or ``num_steps < 1``.
     """
     steps = _checked_trained_steps(trained_steps)
-    num_steps = _as_int(num_steps, "The number of sampling steps")
+    num_steps = as_index(num_steps, "The number of sampling steps")
     if num_steps < 1:
         raise ValueError(f"The number of sampling steps must be >= 1, got {num_steps}.")
     table = [0] * num_steps
@@ -85,6 +76,26 @@ def _round_half_up_ratio(numerator: int, denominator: int) -> int:
     return (2 * numerator + denominator) // (2 * denominator)
 
 
+def scale_step_index(index: int, from_steps: int, to_steps: int) -> int:
+    """Move step ``index`` of a ``from_steps`` schedule to a ``to_steps`` schedule by relative position.
+
+    ``round(index * (to_steps - 1) / (from_steps - 1))`` with ties rounded up, so the first step stays first and
+    the last stays last (e.g. step 49 of 50 -> 24 of 25; step 1 of 4 -> 2 of 8).
+
+    Raises:
+        ValueError: a count is not a positive integer, or ``index`` is outside ``0 .. from_steps - 1``.
+    """
+    index = as_index(index, "The step index")
+    from_steps = as_index(from_steps, "The source schedule length")
+    to_steps = as_index(to_steps, "The target schedule length")
+    if from_steps < 1 or to_steps < 1 or not 0 <= index < from_steps:
+        raise ValueError(
+            f"Cannot scale step {index} of a {from_steps}-step schedule to {to_steps} steps: schedule lengths must "
+            "be >= 1 and the step inside 0 .. length - 1."
+        )
+    return _round_half_up_ratio(index * (to_steps - 1), max(from_steps - 1, 1))
+
+
 def classifier_step_index(step: int, num_steps: int, trained_steps: Sequence[int], trained_num_steps: int) -> int:
     """The step index to feed the classifier at sampling step ``step``.
 
@@ -96,7 +107,7 @@ def classifier_step_index(step: int, num_steps: int, trained_steps: Sequence[int
 
     Why relative position: the classifier's step embedding stands for how noisy the latent is at that point of the
     training schedule. Without the sigmas, the relative position in the schedule is the closest proxy for the noise
-    level; it is a design choice, not part of the official code (method.md §5.6), and classifiers were only
+    level; it is a design choice, not part of the official code, and classifiers were only
     validated at their training length.
 
     Args:
@@ -106,15 +117,15 @@ def classifier_step_index(step: int, num_steps: int, trained_steps: Sequence[int
         trained_num_steps: Length of the schedule the classifier was trained with (50, schnell 4).
 
     Returns:
-        The classifier step index (an entry of ``trained_steps``, or 0 after the last trained index, §2.5).
+        The classifier step index (an entry of ``trained_steps``, or 0 after the last trained index).
 
     Raises:
         ValueError: a step or count is out of range, or ``trained_steps`` is empty or leaves
             ``[0, trained_num_steps)``.
     """
-    step = _as_int(step, "The sampling step")
-    num_steps = _as_int(num_steps, "The number of sampling steps")
-    trained_num_steps = _as_int(trained_num_steps, "The classifier's training schedule length")
+    step = as_index(step, "The sampling step")
+    num_steps = as_index(num_steps, "The number of sampling steps")
+    trained_num_steps = as_index(trained_num_steps, "The classifier's training schedule length")
     if num_steps < 1:
         raise ValueError(f"The number of sampling steps must be >= 1, got {num_steps}.")
     if trained_num_steps < 1:
@@ -156,9 +167,9 @@ def default_last_steered_step(num_steps: int, official_last_step: int, official_
     Raises:
         ValueError: a count is not a positive integer or ``official_last_step`` exceeds ``official_num_steps``.
     """
-    num_steps = _as_int(num_steps, "The number of sampling steps")
-    official_last_step = _as_int(official_last_step, "The official last steered step")
-    official_num_steps = _as_int(official_num_steps, "The official number of steps")
+    num_steps = as_index(num_steps, "The number of sampling steps")
+    official_last_step = as_index(official_last_step, "The official last steered step")
+    official_num_steps = as_index(official_num_steps, "The official number of steps")
     if num_steps < 1 or official_num_steps < 1:
         raise ValueError(
             f"Step counts must be >= 1, got num_steps={num_steps}, official_num_steps={official_num_steps}."
@@ -189,7 +200,7 @@ def full_steps_for_denoise(steps: int, denoise: float) -> int:
     Raises:
         ValueError: ``steps < 1`` or ``denoise`` not in (0, 1].
     """
-    steps = _as_int(steps, "The number of sampling steps")
+    steps = as_index(steps, "The number of sampling steps")
     if steps < 1:
         raise ValueError(f"The number of sampling steps must be >= 1, got {steps}.")
     if not (isinstance(denoise, (int, float)) and 0.0 < denoise <= 1.0):
@@ -246,7 +257,7 @@ class ScheduleWindow:
 
     def __post_init__(self) -> None:
         for name in ("num_steps", "full_steps", "offset"):
-            _as_int(getattr(self, name), f"The schedule window's {name}")
+            as_index(getattr(self, name), f"The schedule window's {name}")
         if self.num_steps < 1 or self.offset < 0 or self.offset + self.num_steps > self.full_steps:
             raise ValueError(
                 f"A schedule of {self.num_steps} steps (>= 1) starting at step {self.offset} (>= 0) does not fit a "
@@ -278,7 +289,7 @@ class ScheduleWindow:
             ValueError: the progress values are not ordered ``0 <= start <= second <= end <= 1`` with
                 ``start < end``.
         """
-        num_steps = _as_int(num_steps, "The number of sampling steps")
+        num_steps = as_index(num_steps, "The number of sampling steps")
         if num_steps < 1:
             raise ValueError(f"The number of sampling steps must be >= 1, got {num_steps}.")
         if not 0.0 <= start <= second <= end <= 1.0 or start >= end:
@@ -302,7 +313,7 @@ class ScheduleWindow:
 
     def full_index(self, step: int) -> int:
         """The full-schedule index of step ``step`` of this schedule."""
-        step = _as_int(step, "The sampling step")
+        step = as_index(step, "The sampling step")
         if not 0 <= step < self.num_steps:
             raise ValueError(
                 f"Sampling step {step} is outside the schedule of {self.num_steps} steps (valid: "
@@ -343,6 +354,6 @@ def step_seed(seed: int, step: int) -> int:
     so each call gets its own seed. Wrapping keeps every seed the stock KSampler accepts valid (``2**64 - 2`` plus
     step 2 wraps to 0 instead of overflowing torch's generator).
     """
-    seed = _as_int(seed, "The seed")
-    step = _as_int(step, "The sampling step")
+    seed = as_index(seed, "The seed")
+    step = as_index(step, "The sampling step")
     return (seed + step) % SEED_MODULUS

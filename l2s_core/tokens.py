@@ -2,8 +2,8 @@
 
 This module owns the mapping from a character span of the prompt (from :mod:`.prompts`) to the positions of the
 phrase's tokens on the attention map's text axis, for any tokenizer given as an ``encode`` callable. It replaces the
-official ``find_word_token_inds`` (method.md §4.4), which matched only the first sub-token, always took the first
-occurrence and ignored truncation (method.md §10, item 5):
+official ``find_word_token_inds``, which matched only the first sub-token, always took the first
+occurrence and ignored truncation:
 
 * the whole token sequence of the phrase must match, not just its first token;
 * among several occurrences, the one nearest the parsed span is chosen ("a cat to the left of a cat bed": the subject

@@ -1,11 +1,11 @@
-"""Gradients inside ComfyUI: the one place that deals with its global inference mode (comfyui.md §2).
+"""Gradients inside ComfyUI: the one place that deals with its global inference mode.
 
 ComfyUI executes every prompt under ``torch.inference_mode()``, and loader nodes create the model weights there, so
 every parameter is an *inference tensor*. Autograd cannot save those for backward, so a gradient through the
 denoiser fails. :func:`autograd_weights` swaps each inference parameter and buffer for a normal copy with the same
 values for the duration of steering, and puts inference copies back afterwards (same values again), one tensor at
 a time, so peak memory grows by one tensor only. :func:`gradient_mode` leaves inference mode and tolerates the
-in-place updates FLUX blocks perform on tensors autograd saved (comfyui.md §2.4).
+in-place updates FLUX blocks perform on tensors autograd saved.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 import numpy as np
 import torch
@@ -155,6 +154,6 @@ class AttentionPreview(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, trace: SteeringTrace, steps: str, image: Any = None) -> io.NodeOutput:
+    def execute(cls, trace: SteeringTrace, steps: str, image: io.Image.Type | None = None) -> io.NodeOutput:
         figure = render(trace, image, steps == EVERY)
         return io.NodeOutput(figure, ui=ui.PreviewImage(figure, cls=cls))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import node_helpers
 from comfy_api.latest import io, ui
 
@@ -61,7 +59,7 @@ class SpatialPromptEncode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, clip: Any, text: str, relation: str = PARSE, subject: str = "", object: str = "",
+    def execute(cls, clip: io.Clip.Type, text: str, relation: str = PARSE, subject: str = "", object: str = "",
                 t5_length: int = FLUX_T5_LENGTH) -> io.NodeOutput:
         if clip is None:
             raise RuntimeError(

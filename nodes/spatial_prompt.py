@@ -20,7 +20,7 @@ from ..l2s_core.tokens import PhraseNotFoundError, locate_phrase
 
 SPEC_KEY = "l2s_spatial"
 
-# Official FLUX classifiers saw T5 padded to 512 tokens (method.md §4.3); ComfyUI pads FLUX's T5 to 256 by default.
+# Official FLUX classifiers saw T5 padded to 512 tokens; ComfyUI pads FLUX's T5 to 256 by default.
 FLUX_T5_LENGTH = 512
 
 

@@ -18,7 +18,7 @@ from .types import CATEGORY, RelationClassifierType, SteeringTraceType
 
 
 def steering_inputs() -> list[io.Input]:
-    """The steering settings shared by both nodes; 0 / -1 mean 'official preset of the classifier's family'."""
+    """The steering settings shared by both nodes; 0 / -1 mean 'the steering recipe of the classifier's family'."""
     return [
         io.Int.Input(
             "last_steered_step", default=-1, min=-1, max=10000,
@@ -29,7 +29,8 @@ def steering_inputs() -> list[io.Input]:
         ),
         io.Float.Input(
             "step_size", default=0.0, min=0.0, max=1000.0, step=0.1,
-            tooltip="Gradient step on the latent per iteration. 0 = official (5; 7.5 for SD1.x).",
+            tooltip="Gradient step on the latent per iteration. 0 = the family's default (official: 5, 7.5 for SD1.x; "
+            "1 for the toy world).",
         ),
         io.Int.Input(
             "iterations", default=0, min=0, max=200,
@@ -139,8 +140,8 @@ class LearnedSpatialSteer(io.ComfyNode):
         return " ".join(errors) if errors else True
 
     @classmethod
-    def execute(cls, model: Any, classifier: LoadedClassifier, positive: Any, negative: Any,
-                latent_image: dict[str, Any], seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+    def execute(cls, model: io.Model.Type, classifier: LoadedClassifier, positive: Any, negative: Any,
+                latent_image: io.Latent.Type, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                 denoise: float, last_steered_step: int, step_size: float, iterations: int,
                 early_stop_probability: float) -> io.NodeOutput:
         invalid = cls.validate_inputs(sampler_name, scheduler)  # linked names are only known now
@@ -192,7 +193,7 @@ class LearnedSpatialSteerSampler(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, classifier: LoadedClassifier, sampler: Any, last_steered_step: int, step_size: float,
+    def execute(cls, classifier: LoadedClassifier, sampler: io.Sampler.Type, last_steered_step: int, step_size: float,
                 iterations: int, early_stop_probability: float) -> io.NodeOutput:
         job = SteeringJob(classifier, steering_options(last_steered_step, step_size, iterations,
                                                        early_stop_probability))

@@ -6,11 +6,11 @@ the chosen stock sampler runs on it; the steps in between and the rest of the sc
 call each. Multistep samplers (dpmpp_2m, uni_pc, ...) therefore restart their history after every steered step and
 are first-order there; single-step samplers are unaffected.
 
-Steering forwards run the conditional branch of the Spatial Prompt Encode entry only (method.md §5.1; the other
-positive entries are left to the normal steps, :mod:`.steered_conditioning`) through ``calc_cond_batch`` with a
+Steering forwards run the conditional branch of the Spatial Prompt Encode entry only (the other positive entries are
+left to the normal steps, :mod:`.steered_conditioning`) through ``calc_cond_batch`` with a
 private copy of ``model_options`` that carries the attention capture, so every other forward keeps the user's fast
 attention untouched. Gradients are taken with respect to the denoiser's scaled input (the diffusers ``z_t`` the
-official step sizes were tuned for, method.md §5.6) and converted back to the sampler's latent.
+official step sizes were tuned for) and converted back to the sampler's latent.
 
 A schedule that is not a whole run from pure noise (img2img, split sigmas) is placed in the from-noise schedule it is
 part of (:class:`l2s_core.steps.ScheduleWindow`): the classifier gets the step embedding of the noise level, and the
@@ -26,17 +26,18 @@ from typing import Any
 
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_management
-import comfy.model_patcher
 import comfy.samplers
 import torch
 
+from ..l2s_core.attention import MapRequest
 from ..l2s_core.checkpoint import LoadedClassifier
-from ..l2s_core.layout import check_channel_count, classifier_input
-from ..l2s_core.optimize import IterationRecord, NonFiniteOutputError, refine_latent
+from ..l2s_core.layout import LayerMaps
+from ..l2s_core.optimize import IterationRecord, NonFiniteOutputError
 from ..l2s_core.settings import SteeringOptions, SteeringSettings
+from ..l2s_core.steer import NoAttentionRecordedError, steer_step
 from ..l2s_core.steps import ScheduleWindow, progress_at_sigma, step_seed
 from .autograd import autograd_weights, gradient_mode
-from .capture import AttentionCapture, CaptureRequest
+from .capture import AttentionCapture
 from .steered_conditioning import SteeredEntry, plan_steered_steps, spatial_entries
 
 logger = logging.getLogger(__name__)
@@ -134,104 +135,108 @@ def model_layout(base_model: Any) -> tuple[str, int]:
     )
 
 
-def _capture_options(model_options: dict[str, Any], capture: AttentionCapture, base_model: Any,
-                     layout: str) -> dict[str, Any]:
+def capture_options(model_options: dict[str, Any], capture: AttentionCapture) -> dict[str, Any]:
     """A copy of model_options whose attention calls go through ``capture`` (the user's options stay untouched)."""
     options = model_options.copy()
     transformer_options = dict(options.get("transformer_options", {}))
     options["transformer_options"] = transformer_options
-    if hasattr(comfy_attention, "wrap_attn"):
-        capture.previous_override = transformer_options.get(OVERRIDE_KEY)
-        transformer_options[OVERRIDE_KEY] = capture.override
-        return options
-    if layout != "unet":
-        raise RuntimeError("Steering SD3/FLUX models needs ComfyUI 0.3.60 or newer (attention override); update ComfyUI.")
-    diffusion_model = base_model.diffusion_model
-    for block_name, blocks in (("input", diffusion_model.input_blocks), ("middle", [diffusion_model.middle_block]),
-                               ("output", diffusion_model.output_blocks)):
-        for number, block in enumerate(blocks):
-            if any(type(m).__name__ == "SpatialTransformer" for m in block.modules()):
-                options = comfy.model_patcher.set_model_options_patch_replace(
-                    options, capture.attn2_replace, "attn2", block_name, number)
+    capture.previous_override = transformer_options.get(OVERRIDE_KEY)
+    transformer_options[OVERRIDE_KEY] = capture.override
     return options
 
 
-def _backward_capable_attention() -> Callable[..., torch.Tensor] | None:
+def backward_capable_attention() -> Callable[..., torch.Tensor] | None:
     """PyTorch SDPA has a backward everywhere; fused kernels such as sage attention do not."""
     return getattr(comfy_attention, "attention_pytorch", None)
 
 
-def steer_step(model: Any, x: torch.Tensor, sigmas: torch.Tensor, step: int, extra_args: dict[str, Any],
-               job: SteeringJob, settings: SteeringSettings, steered: SteeredEntry,
-               window: ScheduleWindow) -> torch.Tensor:
-    """Refine the sampler's latent ``x`` at ``sigmas[step]``; returns the new latent in x's dtype.
+@dataclass
+class SteeringRun:
+    """One sampling run's steering context: the model unwrapped and the attention capture installed once.
 
-    Only ``steered.entry`` (the spatial conditioning) is run, with its own tokens and area; ``window`` places the
-    schedule in its from-noise run for the classifier's step embedding.
+    Build it with :meth:`start` when a run has steps to steer, then call :meth:`steer` at each of them. The capture
+    lives in a private copy of the run's ``model_options``; the user's options are never modified.
+
+    Attributes:
+        base: ComfyUI's BaseModel (the guider's inner model).
+        layout: "unet" or "joint"; ``patch`` the image patch size of a joint-attention model.
+        capture: the attention capture of the steering forwards.
+        model_options: the run's model options plus the capture's attention override.
+        job, settings, window: what to steer, how hard, and where the schedule sits in its from-noise run.
     """
-    guider = model.inner_model
-    base = guider.inner_model
-    layout, patch = model_layout(base)
-    spec = steered.spec
-    classifier = job.classifier
-    capture = AttentionCapture(grad_attention=_backward_capable_attention())
-    options = _capture_options(extra_args.get("model_options", {}), capture, base, layout)
-    batch = x.shape[0]
-    device = x.device
-    full_step = window.full_index(step)
-    class_step = window.classifier_step(step, classifier.trained_steps, classifier.trained_num_steps)
 
-    with gradient_mode():
-        sigma = sigmas[step].detach().clone().to(device)
-        sigma_in = sigma.expand(batch).clone()
-        scale = float(base.model_sampling.calculate_input(sigma.reshape(1), torch.ones(1, device=device)).item())
-        z = x.detach().clone().float() * scale
-        targets = [torch.full((batch,), classifier.relation_index(t.relation), dtype=torch.long, device=device)
-                   for t in spec.triplets]
-        snapshots: list[torch.Tensor] = []
+    base: Any
+    layout: str
+    patch: int
+    capture: AttentionCapture
+    model_options: dict[str, Any]
+    job: SteeringJob
+    settings: SteeringSettings
+    window: ScheduleWindow
 
-        def maps_fn(z_leaf: torch.Tensor, triplet: int) -> torch.Tensor:
-            positions = spec.positions[triplet]
-            capture.begin(CaptureRequest(layout, steered.text_length, positions.subject, positions.object,
-                                         steered.latent_size, patch))
+    @classmethod
+    def start(cls, base: Any, model_options: dict[str, Any], job: SteeringJob, settings: SteeringSettings,
+              window: ScheduleWindow) -> SteeringRun:
+        """Unwrap the model and install the capture for a run (``model_options`` is copied, never changed)."""
+        layout, patch = model_layout(base)
+        capture = AttentionCapture(grad_attention=backward_capable_attention())
+        return cls(base, layout, patch, capture, capture_options(model_options, capture), job, settings, window)
+
+    def steer(self, x: torch.Tensor, sigmas: torch.Tensor, step: int, steered: SteeredEntry) -> torch.Tensor:
+        """Refine the sampler's latent ``x`` at ``sigmas[step]``; returns the new latent in x's dtype.
+
+        Only ``steered.entry`` (the spatial conditioning) is run, with its own tokens and area.
+        """
+        base, spec, classifier, job = self.base, steered.spec, self.job.classifier, self.job
+        batch, device = x.shape[0], x.device
+        with gradient_mode():
+            sigma = sigmas[step].detach().clone().to(device)
+            sigma_in = sigma.expand(batch).clone()
+            scale = float(base.model_sampling.calculate_input(sigma.reshape(1), torch.ones(1, device=device)).item())
+            z = x.detach().clone().float() * scale
+            relations = [[t.relation] * batch for t in spec.triplets]
+            snapshots: list[torch.Tensor] = []
+
+            def layers_fn(z_leaf: torch.Tensor, triplet: int) -> tuple[list[LayerMaps], list[LayerMaps]]:
+                positions = spec.positions[triplet]
+                self.capture.begin(MapRequest(self.layout, steered.text_length, positions.subject, positions.object,
+                                              steered.latent_size, self.patch))
+                try:
+                    comfy.samplers.calc_cond_batch(base, [[steered.entry]], (z_leaf / scale).to(x.dtype), sigma_in,
+                                                   self.model_options)
+                finally:
+                    layers = self.capture.end()
+                return layers
+
+            def on_iteration(record: IterationRecord) -> None:
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                if job.on_iteration is not None:
+                    job.on_iteration()
+
             try:
-                comfy.samplers.calc_cond_batch(base, [[steered.entry]], (z_leaf / scale).to(x.dtype), sigma_in,
-                                               options)
-            finally:
-                subject, obj = capture.end()
-            if not subject:
+                result = steer_step(
+                    z, layers_fn, classifier, relations, layout=self.layout, settings=self.settings,
+                    window=self.window, step=step,
+                    on_maps=lambda maps: snapshots.append(maps.detach().mean(dim=2).cpu()),  # (B, 2, S, S)
+                    on_iteration=on_iteration,
+                )
+            except NoAttentionRecordedError as error:
                 raise RuntimeError(
                     f"No text attention was captured during the steering forward pass (text length "
                     f"{steered.text_length}, latent area {steered.latent_size}). The model's attention does not go "
                     "through ComfyUI's attention functions; another custom node may have replaced them."
-                )
-            maps = classifier_input(subject, obj, layout, classifier.map_size)  # (B, 2, C, S, S)
-            check_channel_count(classifier.channels, maps.shape[2], expected_family=classifier.family)
-            snapshots.append(maps.detach().mean(dim=2).cpu())  # (B, 2, S, S)
-            return maps
-
-        def on_iteration(record: IterationRecord) -> None:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            if job.on_iteration is not None:
-                job.on_iteration()
-
-        try:
-            result = refine_latent(
-                z, maps_fn, classifier.model, targets,
-                step_index=class_step, step_size=settings.step_size, iterations=settings.iterations,
-                loss_threshold=settings.threshold_for(full_step),
-                early_stop_probability=settings.early_stop_probability, on_iteration=on_iteration,
-            )
-        except NonFiniteOutputError as error:
-            raise ValueError(_non_finite_message(error, classifier)) from error
-        new_x = (result.latent / scale).to(x.dtype)
-    if snapshots:
-        job.trace.steps.append(StepTrace(step, float(sigma), class_step, result.stopped, result.records,
-                                         snapshots[0], snapshots[-1]))
-    logger.info("L2S step %d (classifier step %d): p(target) %s -> %s (%s, %d iterations)", step, class_step,
-                _fmt(result.initial_target_probability), _fmt(result.final_target_probability), result.stopped,
-                len(result.records))
-    return new_x
+                ) from error
+            except NonFiniteOutputError as error:
+                raise ValueError(_non_finite_message(error, classifier)) from error
+            refined = result.refined
+            new_x = (refined.latent / scale).to(x.dtype)
+        if snapshots:
+            job.trace.steps.append(StepTrace(step, float(sigma), result.classifier_step, refined.stopped,
+                                             refined.records, snapshots[0], snapshots[-1]))
+        logger.info("L2S step %d (classifier step %d): p(target) %s -> %s (%s, %d iterations)", step,
+                    result.classifier_step, _fmt(refined.initial_target_probability),
+                    _fmt(refined.final_target_probability), refined.stopped, len(refined.records))
+        return new_x
 
 
 def _non_finite_message(error: NonFiniteOutputError, classifier: LoadedClassifier) -> str:
@@ -316,12 +321,13 @@ def steering_sampler(job: SteeringJob, inner: Any) -> comfy.samplers.KSAMPLER:
         done = 0
         if plan:
             job.classifier.model.to(x.device)
+            run = SteeringRun.start(guider.inner_model, extra_args.get("model_options", {}), job, settings, window)
             with autograd_weights(guider.inner_model.diffusion_model), autograd_weights(job.classifier.model):
                 for step, steered in sorted(plan.items()):
                     if step > done:
                         x = run_inner(x, done, step)
                     comfy.model_management.throw_exception_if_processing_interrupted()
-                    x = steer_step(model, x, sigmas, step, extra_args, job, settings, steered, window)
+                    x = run.steer(x, sigmas, step, steered)
                     x = run_inner(x, step, step + 1)
                     done = step + 1
         if done < num_steps:

@@ -442,8 +442,9 @@ def _trained_classifier(file: str, model: str) -> list[str]:
     ]
 
 
-STEER_DEFAULTS = ("Steering widgets `-1 / 0 / 0 / 0` = the official preset of the classifier's family, scaled to "
-                  "your step count. `early_stop_probability` 0.9 is much faster and usually as good.")
+STEER_DEFAULTS = ("Steering widgets `-1 / 0 / 0 / 0` = the steering recipe of the classifier's family (the published "
+                  "one for the official classifiers), scaled to your step count. `early_stop_probability` 0.9 is "
+                  "much faster and usually as good.")
 
 
 # ------------------------------------------------------------------------------------------------ workflows
@@ -715,6 +716,16 @@ def workflow_sampler_custom() -> Workflow:
 
 
 TOY_WORLD_FILE = "toy_world.safetensors"
+
+
+def _toy_recipe() -> Any:
+    """The toy family's steering recipe, read from the family table (a torch-free module, loaded by path)."""
+    spec = importlib.util.spec_from_file_location("_l2s_families", REPO_ROOT / "l2s_core" / "families.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module while the class is created
+    spec.loader.exec_module(module)
+    return module.get_family("toy").steering_recipe()
 TOY_CLASSIFIER_FILE = "toy_relation_classifier.safetensors"
 TOY_PROMPT = "a blue circle above a red square"
 TOY_SIDE = 128
@@ -724,11 +735,12 @@ TOY_SAMPLING: dict[str, Any] = {"seed": TOY_SEED, "steps": 20, "cfg": 8.0, "samp
 """The toy example's sampler settings, shared by its KSampler and its Learned Spatial Steer."""
 TOY_STEERING: dict[str, Any] = {"last_steered_step": -1, "step_size": 0.0, "iterations": 0,
                                 "early_stop_probability": 0.0}
-"""The toy example's steering widgets (-1 / 0 = the preset of the classifier's family): tune them here."""
+"""The toy example's steering widgets (-1 / 0 = the recipe of the classifier's family): tune them here."""
 
 
 def workflow_toy_world() -> Workflow:
     """The shipped toy world: one seed through the stock KSampler and through Learned Spatial Steer, side by side."""
+    recipe = _toy_recipe()
     w = Workflow("l2s_toy_world", "Learn-to-Steer: toy world", "Toy world (shipped, CPU)",
                  f"{TOY_SIDE}x{TOY_SIDE} | {TOY_SAMPLING['steps']} steps | CFG {TOY_SAMPLING['cfg']} | DDIM",
                  ("Load Toy World + Spatial Prompt Encode", "KSampler | Learned Spatial Steer", "VAE Decode x2",
@@ -793,7 +805,9 @@ def workflow_toy_world() -> Workflow:
         f"- {TOY_SIDE}x{TOY_SIDE} (the size the world was trained at), {TOY_SAMPLING['steps']} steps, CFG "
         f"{TOY_SAMPLING['cfg']}, `ddim` + `ddim_uniform`, seed {TOY_SEED} in both samplers (keep them equal when you "
         "change it).",
-        "- " + STEER_DEFAULTS,
+        f"- The toy family's steering recipe: steps 0-{recipe.last_step - 1} of {recipe.num_steps}, step size "
+        f"{recipe.step_size:g} (the toy latents' scale; SD's 5 overshoots there), {recipe.iterations} iterations per "
+        "step. " + STEER_DEFAULTS,
     ]) + "\n", (-480, 0), (440, 760))
     return w
 

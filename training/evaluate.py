@@ -7,14 +7,14 @@ command, which has two modes:
 * ``eval --checkpoint X.safetensors --data FOLDER --split test``: the classifier's accuracy on one split of an
   ``invert`` folder. Data steps are mapped to classifier step indices exactly as at inference
   (:func:`l2s_core.steps.classifier_step_index`), and data relations to classifier classes by name.
-* ``eval --boxes FILE.jsonl``: the GenEval position rule (method.md §8, threshold 0.1) applied to detections the user
+* ``eval --boxes FILE.jsonl``: the GenEval position rule applied to detections the user
   supplies, one JSON object per line::
 
       {"image": id, "prompt": optional, "subject": name, "object": name, "relation": requested,
        "detections": [{"name": ..., "box": [x0, y0, x1, y1], "score": ...}, ...]}
 
   Each image is judged on its own requested relation only (no accumulation across checks, unlike the official
-  evaluator, method.md §10 item 13); the rule itself lives in :mod:`.geometry`.
+  evaluator); the rule itself lives in :mod:`.geometry`.
 
 The result table is the command's output and is written to stdout; diagnostics go through logging. ``--out`` writes
 the same numbers as JSON.
@@ -441,7 +441,7 @@ def read_boxes_file(path: str | Path) -> list[PositionRecord]:
 
 
 def score_boxes_file(path: str | Path) -> dict[str, Any]:
-    """Score user-supplied detections with the GenEval position rule (method.md §8), each check on its own.
+    """Score user-supplied detections with the GenEval position rule, each check on its own.
 
     Args:
         path: JSONL file (see :func:`read_boxes_file`).

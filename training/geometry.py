@@ -1,6 +1,6 @@
 """Boxes and the GenEval position rule: which spatial relation two boxes are in, and a position scorer.
 
-This module owns the relation rule of method.md §8 / landscape.md §2.1 (GenEval's ``relative_position`` with
+This module owns the GenEval position rule (GenEval's ``relative_position`` with
 ``POSITION_THRESHOLD = 0.1``), re-implemented from its description:
 
 1. ``offset = centre_A - centre_B`` (pixels; image y grows downward).
@@ -15,7 +15,7 @@ do; :func:`relation_from_boxes` names the dominant one (or, with ``exclusive=Tru
 is what data creation needs to label an image.
 
 The scorer (:func:`score_position`) checks each requested relation of an image on its own. The official evaluator
-(method.md §8, §10.13) accumulates the detected relations across all checks of an image, so a later check can pass
+accumulates the detected relations across all checks of an image, so a later check can pass
 because of a direction found for an earlier pair; here every check looks only at its own two boxes. Like GenEval,
 the most confident detection of each object name is used and both objects must be detected.
 

@@ -1,9 +1,9 @@
 """Inversion math for data creation: fixed-point DDIM inversion (UNet families) and the RF-inversion path (flow).
 
-This module owns the latent trajectories of method.md §7.4 and §7.5. It knows nothing about attention or files: the
+This module owns the latent trajectories of data creation. It knows nothing about attention or files: the
 denoiser enters as a callable, so the driver decides at which steps maps are recorded.
 
-UNet families (SD1.x, SD2.x, SDXL), §7.4
+UNet families (SD1.x, SD2.x, SDXL)
     Generation step ``i`` (0 = noisiest) takes the latent at timestep ``t_i`` (``alpha_i`` = alphas_cumprod) to the
     previous timestep (``alpha_prev_i``), deterministic DDIM (eta 0)::
 
@@ -17,16 +17,16 @@ UNet families (SD1.x, SD2.x, SDXL), §7.4
     with the same prompt. Epsilon, v and sample prediction types are supported (the model output is converted to
     eps and x0 at the latent it was evaluated at).
 
-Flow families (FLUX, SD3), §7.5
+Flow families (FLUX, SD3)
     RF-Inversion with controller strength gamma = 1 (inversion) and eta = 1 at every reconstruction step gives the
-    model velocity zero weight in both directions, so the whole path is closed form (derived in method.md §7.5):
+    model velocity zero weight in both directions, so the whole path is closed form:
 
     * inversion (controlled forward ODE, Algorithm 1, ``N`` Euler steps with step sizes ``s_k - s_{k+1}`` and the
       algorithm's time ``t_k = k / (N + 1)``): the model velocity cancels and the result is
       ``Y_inv = w * y0 + (1 - w) * y1`` with ``w`` a number that depends only on the sigmas
       (:func:`rf_inversion_y0_weight`; 0.1128 for the 4-step schnell schedule) and ``y1`` seeded Gaussian noise;
     * reconstruction (controlled reverse ODE with eta 1): the latent at step ``i`` is
-      ``(1 - s_i / s_0) * y0 + (s_i / s_0) * Y_inv`` (``s_0 = 1`` for the flow schedules, giving method.md's
+      ``(1 - s_i / s_0) * y0 + (s_i / s_0) * Y_inv`` (``s_0 = 1`` for the flow schedules, giving
       ``(1 - sigma_i) * y0 + sigma_i * Y_inv``), and the final latent is exactly ``y0``.
 
     The driver therefore builds the latents of the recorded steps directly and runs the transformer only there.
@@ -150,7 +150,7 @@ def ddim_sample(denoise: Denoise, start: torch.Tensor, schedule: DDIMSchedule) -
 def ddim_invert_fixed_point(
     denoise: Denoise, clean: torch.Tensor, schedule: DDIMSchedule, iterations: int
 ) -> torch.Tensor:
-    """Fixed-point DDIM inversion from the clean latent to the noisiest one (method.md §7.4).
+    """Fixed-point DDIM inversion from the clean latent to the noisiest one.
 
     Args:
         denoise: Model call (conditioned on the source prompt, guidance 1).
@@ -248,7 +248,7 @@ def rf_inversion_y0_weight(sigmas: Sequence[float], gamma: float = 1.0) -> float
 
     With ``gamma = 1`` the model velocity ``u`` cancels, and ``Y_k = w_k * y0 + (1 - w_k) * y1`` with
     ``w_0 = 1``, ``w_{k+1} = w_k * (1 - dt_k / (1 - t_k))``. For the 4-step schnell sigmas [1, .75, .5, .25, 0]
-    this gives ``w = 0.1128``, i.e. ``Y_inv ~ 0.887 * y1 + 0.113 * y0`` (method.md §7.5).
+    this gives ``w = 0.1128``, i.e. ``Y_inv ~ 0.887 * y1 + 0.113 * y0``.
 
     Args:
         sigmas: The ``N + 1`` sigmas of the schedule, noisiest first, ending in 0.
@@ -282,7 +282,7 @@ def rf_inverted_latent(y0: torch.Tensor, y1: torch.Tensor, sigmas: Sequence[floa
 def rf_reconstruction_latent(
     y0: torch.Tensor, inverted: torch.Tensor, sigmas: Sequence[float], step: int
 ) -> torch.Tensor:
-    """Latent at reconstruction step ``step`` of the controlled reverse ODE with eta = 1 (method.md §7.5).
+    """Latent at reconstruction step ``step`` of the controlled reverse ODE with eta = 1.
 
     The reverse ODE with eta 1 uses only the conditional field ``(y0 - X) / (1 - t_i)`` with ``t_i = 1 - s_i``,
     so each Euler step scales the distance to y0 by ``s_{i+1} / s_i``: ``X_i = y0 + (s_i / s_0) * (Y_inv - y0)``.

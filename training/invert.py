@@ -1,17 +1,17 @@
 """The ``invert`` command: dual inversion of triplet images into classifier training maps.
 
-This module owns data creation phase 2 (method.md §7.3 - §7.6) as a resumable command:
+This module owns data creation phase 2 as a resumable command:
 
 * input: a ``triplets`` folder (``items.jsonl`` + ``mapping.json``); relative image paths start at ``--image-root``,
   else at ``summary.json``'s ``image_root``, else at the current directory (as ``triplets`` wrote them); all items,
   relation names, image files and (after loading the tokenizers) phrase positions are checked before any inversion;
-* per item, two prompts (§7.3): the positive "A {subject} {relation} a {object}" and a negative with a wrong relation
+* per item, two prompts: the positive "A {subject} {relation} a {object}" and a negative with a wrong relation
   drawn uniformly (seeded per item) from the other spatial relations of mapping.json; both are labelled with the
   image's **true** relation. ``--no-negatives`` keeps positives only;
 * per prompt, the image is inverted and reconstructed with that prompt (:mod:`.inversion`: fixed-point DDIM for
   UNet families, the closed-form RF-inversion path for FLUX/SD3) and the subject's and object's attention maps are
   recorded at the record steps (:mod:`.recorder`, through :mod:`l2s_core.layout`, as the ComfyUI nodes do);
-* PSNR filter (§7.3): a reconstruction below ``--psnr-threshold`` drops that prompt; a failed positive drops the
+* PSNR filter: a reconstruction below ``--psnr-threshold`` drops that prompt; a failed positive drops the
   item's negative too. UNets: PSNR of the decoded reconstruction; flow models: of the VAE round trip (the RF path
   ends exactly at the image latent);
 * output (``--out``): ``meta.json``, ``index.jsonl`` (one record per item x prompt x step), ``shards/
@@ -25,17 +25,14 @@ Randomness is seeded per item from ``--seed`` and the item id (negative relation
 so results do not depend on the order or on interruptions. The VAE latent is the posterior **mean** by default
 (deterministic; the official code samples it: ``--sample-latent``).
 
-Test hook: the environment variable ``L2S_INVERT_EXIT_AFTER_ITEMS=K`` makes the process exit abruptly
-(``os._exit``, no cleanup, like a kill) after K items of this run; the resume tests use it.
+The folder format and its crash-safe writer are :mod:`.maps_folder`.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -45,9 +42,10 @@ from typing import Any
 
 import torch
 
+from l2s_core.attention import MapRequest
 from l2s_core.families import JOINT, ModelFamily, describe_channel_count
 from l2s_core.prompts import explicit_triplet
-from l2s_core.relations import SPATIAL_RELATIONS, canonical_relation
+from l2s_core.steps import scale_step_index
 
 from .inversion import (
     DDIMSchedule,
@@ -60,25 +58,18 @@ from .inversion import (
     rf_inverted_latent,
     rf_reconstruction_latent,
 )
+from .maps_folder import MapsFolderError, MapsFolderWriter
 from .models import FLUX, SD3, Conditioning, LoadedModel, PipelineAdapter, load_model
-from .recorder import AttentionRecorder, RecordTarget
+from .recorder import AttentionRecorder
+from .triplet_folder import Item, TripletFolderError, read_items, read_relations, resolve_image_root
 
 logger = logging.getLogger(__name__)
 
-EXIT_AFTER_ENV = "L2S_INVERT_EXIT_AFTER_ITEMS"
-"""Test hook: exit abruptly (os._exit) after this many items of the current run."""
-
-EXIT_AFTER_CODE = 75
-
-OFFICIAL_STEPS_50 = (5, 10, 15, 20, 25, 49)
-OFFICIAL_STEPS_SCHNELL = (1, 3)
 PSNR_THRESHOLD_UNET = 19.5
 PSNR_THRESHOLD_FLOW = 20.0
-FORMAT_VERSION = 1
 PSNR_CAP = 99.0
 """PSNR written for identical images (infinite PSNR is not valid JSON)."""
 
-_REQUIRED_ITEM_FIELDS = ("id", "image", "subject", "object", "relation")
 
 
 class InvertInputError(ValueError):
@@ -157,182 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Inputs.
-
-
-@dataclass(frozen=True)
-class Item:
-    """One triplet of items.jsonl (``line`` is 1-based)."""
-
-    line: int
-    id: str
-    image: Path
-    subject: str
-    object: str
-    relation: str
-    split: str
-
-
-def read_relations(triplets: Path) -> list[str]:
-    """The relation names of ``mapping.json`` (must all be spatial relations, canonical spelling).
-
-    Raises:
-        InvertInputError: missing/unreadable file, missing field, or a name that is not a spatial relation.
-    """
-    path = triplets / "mapping.json"
-    if not path.is_file():
-        raise InvertInputError(f"--triplets: {path} does not exist; run `triplets` first or fix --triplets.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InvertInputError(f"{path}: cannot read it as JSON: {exc}") from exc
-    relations = data.get("relations") if isinstance(data, dict) else None
-    if relations is None and isinstance(data, dict) and isinstance(data.get("rel_name_to_idx"), dict):
-        relations = sorted(data["rel_name_to_idx"])
-    if not isinstance(relations, list) or not relations or not all(isinstance(r, str) for r in relations):
-        raise InvertInputError(
-            f"{path}: field 'relations' must be a non-empty list of relation names, got {relations!r}."
-        )
-    for name in relations:
-        try:
-            canonical = canonical_relation(name)
-        except ValueError:
-            raise InvertInputError(
-                f"{path}: field 'relations' has {name!r}, which is not a spatial relation; `invert` handles only "
-                f"{list(SPATIAL_RELATIONS)} (the attribute class 'is' is not trained)."
-            ) from None
-        if canonical != name:
-            raise InvertInputError(f"{path}: field 'relations' has {name!r}; write the canonical name {canonical!r}.")
-    return list(relations)
-
-
-def resolve_image_root(triplets: Path, option: str | None) -> Path | None:
-    """The folder relative item images start from.
-
-    ``--image-root`` when given; otherwise ``summary.json``'s ``image_root`` written by ``triplets`` (the toy source
-    sets it to the triplets folder); otherwise None: relative paths are taken from the current directory, as
-    ``triplets`` took them.
-
-    Raises:
-        InvertInputError: the folder does not exist (naming the option or the summary.json field).
-    """
-    if option:
-        root = Path(option).expanduser()
-        if not root.is_dir():
-            raise InvertInputError(f"--image-root: no such folder: {root}.")
-        return root
-    summary = triplets / "summary.json"
-    if not summary.is_file():
-        return None
-    try:
-        data = json.loads(summary.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InvertInputError(f"{summary}: cannot read it as JSON: {exc}") from exc
-    value = data.get("image_root") if isinstance(data, dict) else None
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvertInputError(f"{summary}: field 'image_root' must be a folder path or null, got {value!r}.")
-    root = Path(value).expanduser()
-    if not root.is_absolute():
-        root = triplets / root
-    if not root.is_dir():
-        raise InvertInputError(
-            f"{summary}: field 'image_root' names {root}, which does not exist; pass --image-root to point at the "
-            "folder that holds the images."
-        )
-    return root
-
-
-def read_items(
-    triplets: Path,
-    image_root: Path | None,
-    relations: Sequence[str],
-    splits: Sequence[str] | None,
-    limit: int | None,
-) -> list[Item]:
-    """Read, validate and select the items of ``items.jsonl``.
-
-    Every line is checked (fields, relation name, image file), also those a split filter or limit leaves out, so a
-    broken file fails before any model is loaded.
-
-    Raises:
-        InvertInputError: naming the file, the line and the field: bad JSON, a missing field, a relation not in
-            mapping.json, a missing image file, or a duplicate id.
-    """
-    path = triplets / "items.jsonl"
-    if not path.is_file():
-        raise InvertInputError(f"--triplets: {path} does not exist; run `triplets` first or fix --triplets.")
-    if limit is not None and limit < 1:
-        raise InvertInputError(f"--limit must be >= 1, got {limit}.")
-    items: list[Item] = []
-    missing: list[str] = []
-    seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise InvertInputError(f"{path} line {number}: not valid JSON ({exc}).") from exc
-            if not isinstance(record, dict):
-                raise InvertInputError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}.")
-            for key in _REQUIRED_ITEM_FIELDS:
-                value = record.get(key)
-                if not isinstance(value, str) or not value.strip():
-                    raise InvertInputError(
-                        f"{path} line {number}: field {key!r} must be a non-empty string, got {value!r}."
-                    )
-            relation = record["relation"]
-            if relation not in relations:
-                raise InvertInputError(
-                    f"{path} line {number}: field 'relation' is {relation!r}, which is not one of the relations of "
-                    f"mapping.json {list(relations)}. Fix the item or regenerate the folder with `triplets`."
-                )
-            item_id = record["id"]
-            if item_id in seen:
-                raise InvertInputError(
-                    f"{path} line {number}: field 'id' {item_id!r} repeats line {seen[item_id]}; ids must be unique."
-                )
-            seen[item_id] = number
-            image = Path(record["image"]).expanduser()
-            if not image.is_absolute() and image_root is not None:
-                image = image_root / image
-            if not image.is_file():
-                missing.append(f"line {number}: {image}")
-            split = record.get("split", "")
-            items.append(
-                Item(
-                    number,
-                    item_id,
-                    image,
-                    record["subject"].strip(),
-                    record["object"].strip(),
-                    relation,
-                    split if isinstance(split, str) else str(split),
-                )
-            )
-    if missing:
-        shown = "; ".join(missing[:5]) + (f"; ... ({len(missing)} in all)" if len(missing) > 5 else "")
-        raise InvertInputError(
-            f"{path}: field 'image' names files that do not exist ({shown}). Relative paths start at "
-            + (
-                f"{image_root} (--image-root or summary.json's image_root)."
-                if image_root is not None
-                else "the current directory (no --image-root and no image_root in summary.json); pass --image-root."
-            )
-        )
-    if splits:
-        wanted = set(splits)
-        present = {it.split for it in items}
-        unknown = sorted(wanted - present)
-        if unknown:
-            logger.warning("--split %s: no items of split(s) %s in %s.", list(splits), unknown, path)
-        items = [it for it in items if it.split in wanted]
-    if limit is not None:
-        items = items[:limit]
-    return items
+# Per-item randomness and prompts.
 
 
 def item_seed(seed: int, item_id: str, purpose: str) -> int:
@@ -342,7 +158,7 @@ def item_seed(seed: int, item_id: str, purpose: str) -> int:
 
 
 def negative_relation(item: Item, relations: Sequence[str], seed: int) -> str:
-    """A wrong relation for the negative prompt: uniform over the other relations, seeded per item (§7.3)."""
+    """A wrong relation for the negative prompt: uniform over the other relations, seeded per item."""
     others = sorted(r for r in relations if r != item.relation)
     if not others:
         raise InvertInputError(
@@ -353,14 +169,14 @@ def negative_relation(item: Item, relations: Sequence[str], seed: int) -> str:
 
 
 def spatial_prompt(subject: str, relation: str, obj: str) -> str:
-    """The training prompt of method.md §7.3: "A {subject} {relation} a {object}"."""
+    """The training prompt of the published data: "A {subject} {relation} a {object}"."""
     return f"A {subject} {relation} a {obj}"
 
 
 def load_image(item: Item, resolution: int, crop: bool) -> torch.Tensor:
     """Load an item's image as ``(1, 3, R, R)`` float32 in [0, 1].
 
-    UNet families centre-crop to a square first (§7.4); flow families resize without cropping (§7.5).
+    UNet families centre-crop to a square first; flow families resize without cropping.
 
     Raises:
         InvertInputError: the file cannot be read as an image (names the line and the path).
@@ -390,19 +206,15 @@ def load_image(item: Item, resolution: int, crop: bool) -> torch.Tensor:
 
 
 def default_record_steps(family: ModelFamily, num_steps: int) -> list[int]:
-    """Official record steps of the family, scaled by relative position when ``num_steps`` differs.
+    """The family's trained record steps (its training recipe), scaled by relative position to ``num_steps``.
 
-    UNet families, SD3 and FLUX-dev: [5, 10, 15, 20, 25, 49] of 50; FLUX-schnell: [1, 3] of 4. For another N each
-    index ``s`` of the official schedule ``N0`` becomes ``round(s * (N - 1) / (N0 - 1))`` (duplicates removed).
+    UNet families, SD3 and FLUX-dev: [5, 10, 15, 20, 25, 49] of 50; FLUX-schnell: [1, 3] of 4. For another length
+    each index moves with :func:`l2s_core.steps.scale_step_index` (duplicates removed).
     """
-    if family.name == "flux_schnell":
-        base, base_n = OFFICIAL_STEPS_SCHNELL, 4
-    else:
-        base, base_n = OFFICIAL_STEPS_50, 50
-    if num_steps == base_n:
-        return list(base)
-    scaled = {(2 * s * (num_steps - 1) + (base_n - 1)) // (2 * (base_n - 1)) for s in base}
-    return sorted(scaled)
+    recipe = family.training_recipe()
+    if num_steps == recipe.num_steps:
+        return list(recipe.record_steps)
+    return sorted({scale_step_index(s, recipe.num_steps, num_steps) for s in recipe.record_steps})
 
 
 @dataclass(frozen=True)
@@ -430,7 +242,7 @@ def resolve_settings(args: argparse.Namespace, model: LoadedModel) -> Settings:
         InvertInputError: an option out of range, naming the option.
     """
     family = model.family
-    num_steps = args.steps if args.steps is not None else (family.official_num_steps or 50)
+    num_steps = args.steps if args.steps is not None else family.training_recipe().num_steps
     if num_steps < 1:
         raise InvertInputError(f"--steps must be >= 1, got {num_steps}.")
     if args.record_steps is not None:
@@ -563,16 +375,17 @@ class DualInverter:
             extra["timesteps"] = list(self.ddim.timesteps)
         return extra
 
-    def _target(self, cond: Conditioning, subject: str, relation: str, obj: str) -> RecordTarget:
+    def _target(self, cond: Conditioning, subject: str, relation: str, obj: str) -> MapRequest:
         triplet = explicit_triplet(cond.prompt, subject, relation, obj)
         subj_pos = self.adapter.token_positions(cond.prompt, triplet.subject_span)
         obj_pos = self.adapter.token_positions(cond.prompt, triplet.object_span)
-        return RecordTarget(
+        return MapRequest(
+            layout=self.recorder.layout,
+            text_length=cond.text_length,
             subject_positions=tuple(subj_pos),
             object_positions=tuple(obj_pos),
-            text_length=cond.text_length,
             latent_size=self.adapter.latent_hw,
-            grid=self.adapter.token_grid,
+            patch_size=self.adapter.patch_size,
         )
 
     def prompts_of(self, item: Item) -> list[tuple[str, str]]:
@@ -602,7 +415,7 @@ class DualInverter:
                     ) from exc
 
     def run_item(self, item: Item, image01: torch.Tensor) -> list[PromptResult]:
-        """Invert one item under its positive (and negative) prompt, applying the PSNR break rule (§7.3).
+        """Invert one item under its positive (and negative) prompt, applying the PSNR break rule.
 
         Returns:
             The prompts that passed the PSNR filter, positive first.
@@ -675,7 +488,7 @@ class DualInverter:
         clean: torch.Tensor,
         image01: torch.Tensor,
         cond: Conditioning,
-        target: RecordTarget,
+        target: MapRequest,
     ) -> PromptResult:
         schedule = self.ddim
         assert schedule is not None
@@ -699,7 +512,7 @@ class DualInverter:
         return PromptResult(prompt, prompt_type, relation, value, maps)
 
     def _flow_maps(
-        self, item: Item, prompt_type: str, clean: torch.Tensor, cond: Conditioning, target: RecordTarget
+        self, item: Item, prompt_type: str, clean: torch.Tensor, cond: Conditioning, target: MapRequest
     ) -> dict[int, torch.Tensor]:
         schedule = self.flow_schedule
         assert schedule is not None
@@ -717,152 +530,7 @@ class DualInverter:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Output folder: meta, shards, index, done list, resume.
-
-
-def _fsync_append(path: Path, lines: Sequence[str]) -> None:
-    if not lines:
-        return
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write("".join(line + "\n" for line in lines))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file; an unparsable line (a write cut off by a kill) ends the list."""
-    if not path.is_file():
-        return []
-    records: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError:
-                logger.warning(
-                    "%s line %d is incomplete (interrupted write); it and later lines are ignored.", path, number
-                )
-                break
-            if isinstance(record, dict):
-                records.append(record)
-    return records
-
-
-class OutputFolder:
-    """The ``--out`` folder: meta check, resume bookkeeping and shard/index/done writing.
-
-    Args:
-        root: The folder (created if needed).
-        meta: This run's meta.json content; an existing meta.json must match it.
-        shard_size: Items per shard.
-
-    Raises:
-        InvertInputError: the folder holds a run with other settings.
-    """
-
-    def __init__(self, root: Path, meta: dict[str, Any], shard_size: int) -> None:
-        self.root = root
-        self.shards = root / "shards"
-        self.index_path = root / "index.jsonl"
-        self.done_path = root / "done.jsonl"
-        self.shard_size = shard_size
-        self.shards.mkdir(parents=True, exist_ok=True)
-        meta_path = root / "meta.json"
-        if meta_path.is_file():
-            try:
-                old = json.loads(meta_path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise InvertInputError(f"--out: {meta_path} is unreadable ({exc}); use a new --out folder.") from exc
-            diffs = [
-                f"{k}: {old.get(k)!r} -> {meta.get(k)!r}"
-                for k in sorted(set(old) | set(meta))
-                if old.get(k) != meta.get(k)
-            ]
-            if diffs:
-                raise InvertInputError(
-                    f"--out: {root} holds an `invert` run with other settings ({'; '.join(diffs)}). Resume it with "
-                    "the same options, or write to a new --out folder."
-                )
-        else:
-            _atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
-        for tmp in self.shards.glob("*.tmp"):
-            tmp.unlink()
-        done_records = _read_jsonl(self.done_path)
-        self.done: dict[str, int] = {}
-        for record in done_records:
-            if isinstance(record.get("item"), str) and isinstance(record.get("shard"), int):
-                self.done[record["item"]] = record["shard"]
-        _atomic_write_text(self.done_path, "".join(json.dumps(r) + "\n" for r in done_records))
-        index = _read_jsonl(self.index_path)
-        kept = [r for r in index if r.get("item") in self.done]
-        if len(kept) != len(index):
-            logger.info("Resume: dropping %d index records of unfinished items.", len(index) - len(kept))
-        _atomic_write_text(self.index_path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.next_shard = max(self.done.values()) + 1 if self.done else 0
-        self._buffer: list[tuple[str, list[dict[str, Any]], dict[str, torch.Tensor]]] = []
-        if self.done:
-            logger.info("Resuming %s: %d items done, next shard %05d.", root, len(self.done), self.next_shard)
-
-    def add(self, item_id: str, records: list[dict[str, Any]], tensors: dict[str, torch.Tensor]) -> None:
-        """Buffer one finished item; a full shard is written out."""
-        self._buffer.append((item_id, records, tensors))
-        if len(self._buffer) >= self.shard_size:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the buffered items: shard (tmp + rename), then index lines, then done lines."""
-        if not self._buffer:
-            return
-        from safetensors.torch import save_file
-
-        number = self.next_shard
-        rel = f"shards/shard_{number:05d}.safetensors"
-        tensors: dict[str, torch.Tensor] = {}
-        index_lines: list[str] = []
-        for _item_id, records, item_tensors in self._buffer:
-            tensors.update(item_tensors)
-            for record in records:
-                index_lines.append(json.dumps({**record, "shard": rel}))
-        if tensors:
-            final = self.root / rel
-            tmp = final.with_name(final.name + ".tmp")
-            save_file(tensors, str(tmp), metadata={"format": "l2s-invert", "version": str(FORMAT_VERSION)})
-            with tmp.open("rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, final)
-        _fsync_append(self.index_path, index_lines)
-        _fsync_append(
-            self.done_path, [json.dumps({"item": item_id, "shard": number}) for item_id, _, _ in self._buffer]
-        )
-        for item_id, _, _ in self._buffer:
-            self.done[item_id] = number
-        self.next_shard = number + 1
-        self._buffer = []
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Driver.
-
-
-def _exit_after() -> int | None:
-    value = os.environ.get(EXIT_AFTER_ENV)
-    if value is None or not value.strip():
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvertInputError(f"{EXIT_AFTER_ENV} must be an integer, got {value!r}.") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -877,15 +545,17 @@ def run(args: argparse.Namespace) -> int:
     triplets = Path(args.triplets).expanduser()
     if not triplets.is_dir():
         raise InvertInputError(f"--triplets: no such folder: {triplets}.")
-    image_root = resolve_image_root(triplets, args.image_root)
-    relations = read_relations(triplets)
+    try:
+        image_root = resolve_image_root(triplets, args.image_root)
+        relations = read_relations(triplets)
+        items = read_items(triplets, image_root, relations, args.split, args.limit)
+    except TripletFolderError as exc:
+        raise InvertInputError(str(exc)) from None
     if not args.no_negatives and len(relations) < 2:
         raise InvertInputError(
             f"{triplets / 'mapping.json'}: field 'relations' has only {relations}; negative prompts need a second "
             "relation. Use --no-negatives or more relations."
         )
-    items = read_items(triplets, image_root, relations, args.split, args.limit)
-    exit_after = _exit_after()
     if args.threads is not None:
         if args.threads < 1:
             raise InvertInputError(f"--threads must be >= 1, got {args.threads}.")
@@ -916,10 +586,12 @@ def run(args: argparse.Namespace) -> int:
         "guidance": settings.guidance if model.kind == FLUX else None,
         "vae_latent": "sample" if settings.sample_latent else "mean",
         "dtype": str(model.dtype).replace("torch.", ""),
-        "format_version": FORMAT_VERSION,
         **inverter.meta_extra(),
     }
-    out = OutputFolder(Path(args.out).expanduser(), meta, settings.shard_size)
+    try:
+        out = MapsFolderWriter(Path(args.out).expanduser(), meta, settings.shard_size)
+    except MapsFolderError as exc:
+        raise InvertInputError(str(exc)) from None
     pending = [it for it in items if it.id not in out.done]
     for item in pending:  # tokenizer-only check, so a bad phrase fails before hours of inversion
         inverter.check_item(item)
@@ -936,7 +608,7 @@ def run(args: argparse.Namespace) -> int:
     stats = {"items": 0, "dropped_items": 0, "records": 0, "neg_dropped": 0}
     started = time.perf_counter()
     with inverter.recorder.installed(), torch.inference_mode():
-        for count, item in enumerate(tqdm(pending, desc="invert", unit="item", dynamic_ncols=True), start=1):
+        for item in tqdm(pending, desc="invert", unit="item", dynamic_ncols=True):
             image01 = load_image(item, settings.resolution, crop=model.layout != JOINT)
             results = inverter.run_item(item, image01)
             records: list[dict[str, Any]] = []
@@ -963,9 +635,6 @@ def run(args: argparse.Namespace) -> int:
             stats["records"] += len(records)
             stats["dropped_items"] += int(not results)
             stats["neg_dropped"] += int(settings.negatives and len(results) == 1)
-            if exit_after is not None and count >= exit_after:
-                logger.warning("%s=%d: exiting abruptly after %d items (test hook).", EXIT_AFTER_ENV, exit_after, count)
-                os._exit(EXIT_AFTER_CODE)
         out.flush()
     elapsed = time.perf_counter() - started
     logger.info(

@@ -1,4 +1,5 @@
-"""Reading annotation JSON for the ``triplets`` sources: whole files and typed fields, with located error messages.
+"""Reading JSON and JSONL for the training folders and sources: whole files, lines and typed fields, with located
+error messages.
 
 Every error names the file (and, through ``where``, the entry and field) so that a bad annotation can be fixed.
 """
@@ -53,8 +54,8 @@ def as_image_size(value: object, where: str) -> tuple[int, int] | None:
     return (int(value[0]), int(value[1]))
 
 
-def iter_jsonl_objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``(where, object)`` for every non-blank line of a JSONL file; ``where`` is "<file> line <n>".
+def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """Yield ``(line number, where, object)`` for every non-blank line of a JSONL file; ``where`` is "<file> line <n>".
 
     Raises:
         ValueError: a line is not valid JSON or not a JSON object (the message names the file and line).
@@ -70,4 +71,10 @@ def iter_jsonl_objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 raise ValueError(f"{where}: not valid JSON ({exc.msg}).") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}.")
-            yield where, obj
+            yield lineno, where, obj
+
+
+def iter_jsonl_objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(where, object)`` for every non-blank line of a JSONL file (:func:`iter_jsonl_lines`)."""
+    for _, where, obj in iter_jsonl_lines(path):
+        yield where, obj

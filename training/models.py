@@ -426,15 +426,21 @@ class PipelineAdapter:
     # -- geometry -----------------------------------------------------------------------------------------------
 
     @property
+    def patch_size(self) -> int:
+        """Side of the latent patches that make one image token: 2 for FLUX, the config's for SD3, 1 for UNets."""
+        if self.kind == FLUX:
+            return 2
+        if self.kind == SD3:
+            return int(self.pipe.transformer.config.patch_size)
+        return 1
+
+    @property
     def token_grid(self) -> tuple[int, int] | None:
         """Image-token grid ``(h, w)`` of a joint-attention model, None for UNets."""
+        if self.kind not in (FLUX, SD3):
+            return None
         h, w = self.latent_hw
-        if self.kind == FLUX:
-            return h // 2, w // 2
-        if self.kind == SD3:
-            p = int(self.pipe.transformer.config.patch_size)
-            return h // p, w // p
-        return None
+        return h // self.patch_size, w // self.patch_size
 
     # -- VAE ----------------------------------------------------------------------------------------------------
 
@@ -515,7 +521,7 @@ class PipelineAdapter:
         return Conditioning(prompt=prompt, embeds=embeds, text_length=int(embeds.shape[1]), extra=extra)
 
     def token_positions(self, prompt: str, span: tuple[int, int]) -> list[int]:
-        """Positions of ``prompt[span]``'s tokens on the attention's text axis (method.md §4.4, via l2s_core).
+        """Positions of ``prompt[span]``'s tokens on the attention's text axis.
 
         UNets and SD3: the CLIP tokenizer (start token at position 0, window 77; SD3's text axis opens with the CLIP
         chunk). FLUX: the T5 tokenizer (no start token, window = max_sequence_length).

@@ -1,8 +1,9 @@
 """Record the two objects' text-attention maps inside a diffusers UNet or transformer forward.
 
-This module owns the diffusers side of attention capture for data creation (method.md §4.2, §4.3). It produces the
-same per-layer maps as the ComfyUI capture (``nodes/capture.py``) and hands them to :mod:`l2s_core.layout`, so the
-training data and the steering nodes share one channel layout:
+This module owns the diffusers side of attention capture for data creation: it finds the attention layers and
+projects q and k the way each model's processor does; the maps themselves come from :mod:`l2s_core.attention`, the
+same functions the ComfyUI capture (``nodes/capture.py``) uses, so the training data and the steering nodes share
+one definition of the maps and one channel layout:
 
 * UNet (SD1.x, SD2.x, SDXL): every cross-attention call (``attn2``); probabilities = softmax(q k^T / sqrt(d)) over
   **all** text tokens, in float32; one layer per call, in call order.
@@ -13,8 +14,7 @@ training data and the steering nodes share one channel layout:
 * SD3: the joint attention of every ``transformer_blocks`` block (image queries x context keys, softmax over the
   context keys only); the image-only ``attn2`` of SD3.5 blocks is not recorded.
 
-Each object's maps are averaged over its token positions with :func:`l2s_core.layout.token_average` and stored as
-:class:`l2s_core.layout.LayerMaps`; :meth:`AttentionRecorder.classifier_maps` turns them into the classifier input
+Each object's maps are stored as :class:`l2s_core.layout.LayerMaps`; :meth:`AttentionRecorder.classifier_maps` turns them into the classifier input
 with :func:`l2s_core.layout.classifier_input`.
 
 The recording processors wrap the model's own processors: the layer output is computed by the original processor,
@@ -25,17 +25,16 @@ unchanged, and the maps are computed on the side from the same projections. They
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from l2s_core.attention import MapRequest, cross_attention_maps, joint_attention_maps, unet_layer_grid
 from l2s_core.families import JOINT, UNET
-from l2s_core.layout import LayerMaps, classifier_input, token_average
+from l2s_core.layout import LayerMaps, classifier_input
 
 logger = logging.getLogger(__name__)
 
@@ -49,66 +48,13 @@ _FLUX_SINGLE_NAME = re.compile(r"^single_transformer_blocks\.\d+\.attn$")
 _SD3_JOINT_NAME = re.compile(r"^transformer_blocks\.\d+\.attn$")
 
 
-@dataclass(frozen=True)
-class RecordTarget:
-    """What one recorded forward pass needs.
-
-    Attributes:
-        subject_positions: Token positions of the subject on the text axis of the attention.
-        object_positions: Token positions of the object.
-        text_length: Length of the text axis (77 CLIP; FLUX: T5 length; SD3: 77 + T5 length).
-        latent_size: ``(H, W)`` of the latent the UNet receives (UNet only; the layers' grids are derived from it).
-        grid: ``(h, w)`` image-token grid of a joint-attention model (FLUX, SD3).
-    """
-
-    subject_positions: tuple[int, ...]
-    object_positions: tuple[int, ...]
-    text_length: int
-    latent_size: tuple[int, int] | None = None
-    grid: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        """Check that both phrases have positions inside the text axis."""
-        for name, positions in (("subject", self.subject_positions), ("object", self.object_positions)):
-            if not positions:
-                raise ValueError(f"The {name} has no token positions to record.")
-            if min(positions) < 0 or max(positions) >= self.text_length:
-                raise ValueError(
-                    f"The {name}'s token positions {list(positions)} are outside the {self.text_length} text tokens "
-                    "the denoiser attends to."
-                )
-
-
-def unet_layer_grid(num_queries: int, latent_size: tuple[int, int]) -> tuple[int, int]:
-    """Spatial size ``(h, w)`` of a UNet attention layer with ``num_queries`` image tokens.
-
-    The UNet halves the latent with stride-2 convolutions (``ceil``), so the grid is ``ceil(H / f), ceil(W / f)``
-    for the power of two ``f`` that gives ``num_queries`` tokens.
-
-    Raises:
-        ValueError: no power of two matches.
-    """
-    height, width = latent_size
-    factor = 1
-    while True:
-        h, w = math.ceil(height / factor), math.ceil(width / factor)
-        if h * w == num_queries:
-            return h, w
-        if h * w < num_queries or (h == 1 and w == 1):
-            raise ValueError(
-                f"Cannot tell the spatial size of a UNet attention layer with {num_queries} query tokens for a "
-                f"{height}x{width} latent."
-            )
-        factor *= 2
-
-
-def unet_cross_probs(
+def unet_cross_qk(
     attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, temb: torch.Tensor | None
-) -> torch.Tensor:
-    """Cross-attention probabilities of a diffusers ``Attention`` (the AttnProcessor2_0 preprocessing).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries and keys of a diffusers cross-attention ``Attention`` (the AttnProcessor2_0 preprocessing).
 
     Returns:
-        Float32 tensor ``(B, heads, N, T)``, softmax over all T text tokens.
+        ``(query, key)``: ``(B, heads, N, D)`` image queries and ``(B, heads, T, D)`` text keys.
     """
     hs = hidden_states
     if attn.spatial_norm is not None:
@@ -131,24 +77,23 @@ def unet_cross_probs(
         query = attn.norm_q(query)
     if attn.norm_k is not None:
         key = attn.norm_k(key)
-    logits = (query.float() @ key.float().transpose(-1, -2)) * head_dim**-0.5  # (B, heads, N, T)
-    return torch.softmax(logits, dim=-1)
+    return query, key
 
 
-def _flux_probs(
+def _flux_qk(
     attn: Any,
     hidden_states: torch.Tensor,
     encoder_hidden_states: torch.Tensor | None,
     image_rotary_emb: Any,
     text_length: int,
 ) -> torch.Tensor:
-    """Image-query x text-key probabilities of a FLUX attention (double or single block), text first.
+    """Image queries and text keys of a FLUX attention (double or single block), text first.
 
     Recomputes q and k as diffusers' FluxAttnProcessor does (projections, per-head RMSNorm, added projections for
-    double blocks, concatenation text-then-image, RoPE) and applies the softmax over the text keys only.
+    double blocks, concatenation text-then-image, RoPE).
 
     Returns:
-        Float32 tensor ``(B, heads, N_img, T)``.
+        ``(q_img, k_txt)``: ``(B, heads, N_img, D)`` and ``(B, heads, T, D)``.
     """
     from diffusers.models.embeddings import apply_rotary_emb
 
@@ -171,17 +116,17 @@ def _flux_probs(
     if image_rotary_emb is not None:
         query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
         key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
-    q_img = query[:, text_length:].transpose(1, 2).float()  # (B, heads, N_img, D)
-    k_txt = key[:, :text_length].transpose(1, 2).float()  # (B, heads, T, D)
-    logits = (q_img @ k_txt.transpose(-1, -2)) * attn.head_dim**-0.5  # (B, heads, N_img, T)
-    return torch.softmax(logits, dim=-1)
+    q_img = query[:, text_length:].transpose(1, 2)  # (B, heads, N_img, D)
+    k_txt = key[:, :text_length].transpose(1, 2)  # (B, heads, T, D)
+    return q_img, k_txt
 
 
-def _sd3_probs(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-    """Image-query x context-key probabilities of an SD3 joint attention (JointAttnProcessor2_0 projections).
+def _sd3_qk(attn: Any, hidden_states: torch.Tensor,
+            encoder_hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image queries and context keys of an SD3 joint attention (JointAttnProcessor2_0 projections).
 
     Returns:
-        Float32 tensor ``(B, heads, N_img, T)``, softmax over the T context keys only.
+        ``(q_img, k_ctx)``: ``(B, heads, N_img, D)`` and ``(B, heads, T, D)``.
     """
     batch = hidden_states.shape[0]
     query = attn.to_q(hidden_states)  # (B, N, heads*D)
@@ -193,8 +138,7 @@ def _sd3_probs(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: to
     key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, heads, T, D)
     if attn.norm_added_k is not None:
         key = attn.norm_added_k(key)
-    logits = (query.float() @ key.float().transpose(-1, -2)) * head_dim**-0.5  # (B, heads, N, T)
-    return torch.softmax(logits, dim=-1)
+    return query, key
 
 
 class _RecordingProcessor:
@@ -261,7 +205,7 @@ class AttentionRecorder:
                 f"No attention layers to record were found in the {type(denoiser).__name__} (kind {kind!r}); "
                 "is this the denoiser of the pipeline?"
             )
-        self._target: RecordTarget | None = None
+        self._target: MapRequest | None = None
         self.subject: list[LayerMaps] = []
         self.object: list[LayerMaps] = []
 
@@ -315,12 +259,10 @@ class AttentionRecorder:
             self.denoiser.set_attn_processor(dict(originals))
 
     @contextmanager
-    def recording(self, target: RecordTarget) -> Iterator[AttentionRecorder]:
+    def recording(self, target: MapRequest) -> Iterator[AttentionRecorder]:
         """Record every layer's maps during the forward pass run inside the block (clears an earlier pass)."""
-        if self.layout == UNET and target.latent_size is None:
-            raise ValueError("A UNet recording needs RecordTarget.latent_size.")
-        if self.layout == JOINT and target.grid is None:
-            raise ValueError("A joint-attention recording needs RecordTarget.grid.")
+        if target.layout != self.layout:
+            raise ValueError(f"A {self.kind} denoiser records {self.layout!r} maps; the request is {target.layout!r}.")
         self.subject, self.object = [], []
         self._target = target
         try:
@@ -344,31 +286,30 @@ class AttentionRecorder:
         if role == UNET_CROSS:
             if encoder_hidden_states is None:
                 return
-            probs = unet_cross_probs(attn, hidden_states, encoder_hidden_states, temb)  # (B, heads, N, T)
-            assert target.latent_size is not None
-            grid = unet_layer_grid(probs.shape[2], target.latent_size)
+            queries, keys = unet_cross_qk(attn, hidden_states, encoder_hidden_states, temb)  # (B, h, N|T, D)
+            grid = unet_layer_grid(queries.shape[2], target.latent_size)
+            maps = cross_attention_maps
         elif role in (FLUX_DOUBLE, FLUX_SINGLE):
-            probs = _flux_probs(attn, hidden_states, encoder_hidden_states, image_rotary_emb, target.text_length)
-            assert target.grid is not None
-            grid = target.grid
+            queries, keys = _flux_qk(attn, hidden_states, encoder_hidden_states, image_rotary_emb, target.text_length)
+            grid, maps = target.image_grid, joint_attention_maps
         else:
             if encoder_hidden_states is None:
                 return
-            probs = _sd3_probs(attn, hidden_states, encoder_hidden_states)
-            assert target.grid is not None
-            grid = target.grid
-        if probs.shape[-1] != target.text_length:
+            queries, keys = _sd3_qk(attn, hidden_states, encoder_hidden_states)
+            grid, maps = target.image_grid, joint_attention_maps
+        if keys.shape[2] != target.text_length:
             raise ValueError(
-                f"An attention layer attends to {probs.shape[-1]} text tokens, but the prompt was encoded to "
+                f"An attention layer attends to {keys.shape[2]} text tokens, but the prompt was encoded to "
                 f"{target.text_length}; the token positions would not line up."
             )
-        if probs.shape[2] != grid[0] * grid[1]:
+        if queries.shape[2] != grid[0] * grid[1]:
             raise ValueError(
-                f"An attention layer has {probs.shape[2]} image queries, but the grid {grid} has {grid[0] * grid[1]}."
+                f"An attention layer has {queries.shape[2]} image queries, but the grid {grid} has {grid[0] * grid[1]}."
             )
+        subject, obj = maps(queries, keys, target.subject_positions, target.object_positions)  # (B, h, N) each
         index = len(self.subject)
-        self.subject.append(LayerMaps.from_flat(index, grid, token_average(probs, target.subject_positions)))
-        self.object.append(LayerMaps.from_flat(index, grid, token_average(probs, target.object_positions)))
+        self.subject.append(LayerMaps.from_flat(index, grid, subject))
+        self.object.append(LayerMaps.from_flat(index, grid, obj))
 
     def layers(self) -> tuple[list[LayerMaps], list[LayerMaps]]:
         """The (subject, object) layers of the last recorded pass."""

@@ -17,7 +17,7 @@ from .candidates import Candidate
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 OFFICIAL_SPLIT_SIZES: tuple[int, int, int] = (2000, 400, 200)
-"""Per-relation train/val/test sizes of the official GQA data (method.md §7.1)."""
+"""Per-relation train/val/test sizes of the official GQA data."""
 
 
 @dataclass(frozen=True)

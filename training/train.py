@@ -1,14 +1,14 @@
-"""Training a relation classifier on an ``invert`` data folder: the ``train`` command (method.md §7.8).
+"""Training a relation classifier on an ``invert`` data folder: the ``train`` command.
 
-Defaults reproduce the published recipe per family: the published classifier architecture
-(``l2s_core.classifier.FAMILY_CLASSIFIER_DEFAULTS``), AdamW (lr 1e-4 for SD, 5e-5 for FLUX, weight decay 0.05),
+Defaults reproduce the published recipe per family (``l2s_core.families``): the published classifier architecture
+(``l2s_core.classifier.published_config``), AdamW (lr 1e-4 for SD, 5e-5 for FLUX, weight decay 0.05),
 ReduceLROnPlateau on the validation loss (factor 0.5, patience 5, threshold 0, min lr 1e-6) stepped once per epoch,
 early stopping on the validation loss (patience 10, min_delta 0, the counter resets on strict improvement), 150 / 100
 / 200 epochs for SD1.x / SD2.x / FLUX, batch 64 shuffled for training and 256 for evaluation, plain cross-entropy.
-Families without an official classifier borrow the nearest official recipe: UNet layouts (sdxl, toy) use SD2.x's,
-joint layouts (sd3) use FLUX.1-dev's.
+Families without a published classifier borrow the recipe of the family the table names (sdxl and toy: SD2.x's;
+sd3: FLUX.1-dev's).
 
-Deliberate differences from the official script (method.md §10):
+Deliberate differences from the official script:
 
 * The extractor's positional table has length ``C`` (the real channel count of the data), not the hard-coded 1368.
   The table is deterministic (sinusoidal), its first C rows are the same either way, and only those are ever used,
@@ -43,42 +43,21 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from l2s_core.checkpoint import LoadedClassifier, save_classifier
-from l2s_core.classifier import FAMILY_CLASSIFIER_DEFAULTS, ClassifierConfig, RelationClassifier
-from l2s_core.families import JOINT, get_family
+from l2s_core.classifier import ClassifierConfig, RelationClassifier, published_config
+from l2s_core.families import TrainingRecipe, get_family
 
-from .dataset import DataMeta, MapDataset, load_meta
+from .dataset import MapDataset
 from .evaluate import draw_confusion_png, predict, summarise, summarise_predictions, write_json
+from .maps_folder import DataMeta, load_meta
+from .models import parse_device
 
 logger = logging.getLogger(__name__)
 
 INPUT_PROJECTION_WEIGHT = "object_extractor.input_projection.weight"
 
 
-@dataclass(frozen=True)
-class FamilyRecipe:
-    """Published training hyper-parameters of one official family (method.md §7.8).
-
-    Attributes:
-        classifier: key of ``FAMILY_CLASSIFIER_DEFAULTS`` whose architecture is used.
-        lr: AdamW learning rate.
-        epochs: maximum number of epochs.
-    """
-
-    classifier: str
-    lr: float
-    epochs: int
-
-
-FAMILY_RECIPES: dict[str, FamilyRecipe] = {
-    "sd14": FamilyRecipe("sd14", 1e-4, 150),
-    "sd2": FamilyRecipe("sd2", 1e-4, 100),
-    "flux_schnell": FamilyRecipe("flux_schnell", 5e-5, 200),
-    "flux_dev": FamilyRecipe("flux_dev", 5e-5, 200),
-}
-
-
-def recipe_for(family: str) -> FamilyRecipe:
-    """The published recipe of a family, or of the nearest official one (UNet -> sd2, joint -> flux_dev).
+def recipe_for(family: str) -> TrainingRecipe:
+    """The training recipe of a family: its own, or the one it borrows (``l2s_core.families``).
 
     Args:
         family: any family name or alias known to ``l2s_core.families``.
@@ -86,10 +65,7 @@ def recipe_for(family: str) -> FamilyRecipe:
     Raises:
         ValueError: unknown family.
     """
-    spec = get_family(family)
-    if spec.name in FAMILY_RECIPES:
-        return FAMILY_RECIPES[spec.name]
-    return FAMILY_RECIPES["flux_dev" if spec.layout == JOINT else "sd2"]
+    return get_family(family).training_recipe()
 
 
 @dataclass(frozen=True)
@@ -191,7 +167,7 @@ def classifier_config_for(meta: DataMeta, dropout: float | None = None) -> Class
         meta: the data folder's metadata.
         dropout: override both dropout values (None keeps the published ones).
     """
-    base = FAMILY_CLASSIFIER_DEFAULTS[recipe_for(meta.family).classifier]
+    base = published_config(meta.family)
     config = replace(
         base,
         input_channels=meta.channels,
@@ -224,18 +200,6 @@ def fold_input_scale(state: dict[str, torch.Tensor], scale: float) -> dict[str, 
     if scale != 1.0:
         out[INPUT_PROJECTION_WEIGHT] = out[INPUT_PROJECTION_WEIGHT] * scale
     return out
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {device!r} is not a torch device ({exc}); try 'cpu', 'cuda' or 'cuda:0'.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device!r} asked for CUDA, but torch sees no CUDA device here.")
-    return dev
 
 
 def _classifier_file(
@@ -283,7 +247,7 @@ def train_classifier(cfg: TrainConfig) -> TrainResult:
     recipe = recipe_for(meta.family)
     epochs = cfg.epochs if cfg.epochs is not None else recipe.epochs
     lr = cfg.lr if cfg.lr is not None else recipe.lr
-    device = _resolve_device(cfg.device)
+    device = parse_device(cfg.device)
     datasets = {
         split: MapDataset(cfg.data, split, include_negatives=cfg.include_negatives, steps=cfg.steps)
         for split in ("train", "val", "test")

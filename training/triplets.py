@@ -1,6 +1,6 @@
 """The ``triplets`` command: build balanced (image, subject, object, relation) items with image-disjoint splits.
 
-This module owns phase 1 of the data pipeline (method.md §7.1, §7.2), re-implemented with the fixes of §10.11.
+This module owns phase 1 of the data pipeline, re-implemented with fixes to the official version.
 It is the command itself (options, checks, output); the pieces live in their own modules:
 
 Sources (``--source``, :mod:`training.sources`):
@@ -40,7 +40,6 @@ The public names of the pieces (:class:`Candidate`, :class:`SplitSizes`, :func:`
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -54,6 +53,7 @@ from .hypernyms import BUILTIN_HYPERNYMS, HypernymTable, builtin_hypernym_pairs,
 from .sources import GQA_RELATION_NAMES, SOURCES, generate_toy, load_coco, load_gqa, load_jsonl
 from .splits import OFFICIAL_SPLIT_SIZES, SPLITS, Selection, SplitSizes, select_balanced
 from .toy.scenes import DEFAULT_KINDS, ToyWorldConfig
+from .triplet_folder import write_triplet_folder
 
 __all__ = [
     "BUILTIN_HYPERNYMS",
@@ -120,8 +120,7 @@ def write_outputs(
     source: str,
     summary: dict[str, object],
 ) -> list[dict[str, object]]:
-    """Write ``items.jsonl``, ``mapping.json`` and ``summary.json``; return the item records."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``items.jsonl``, ``mapping.json`` and ``summary.json`` (:mod:`.triplet_folder`); return the records."""
     records: list[dict[str, object]] = []
     for s in SPLITS:
         for n, c in enumerate(selection.items[s]):
@@ -140,12 +139,7 @@ def write_outputs(
                     "image_size": list(c.image_size) if c.image_size is not None else None,
                 }
             )
-    with (out_dir / "items.jsonl").open("w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec) + "\n")
     names = sorted(relations)
-    mapping = {"relations": names, "rel_name_to_idx": {r: i for i, r in enumerate(names)}}
-    (out_dir / "mapping.json").write_text(json.dumps(mapping, indent=2) + "\n", encoding="utf-8")
     counts = {s: {r: sum(1 for c in selection.items[s] if c.relation == r) for r in names} for s in SPLITS}
     summary = {
         **summary,
@@ -155,7 +149,7 @@ def write_outputs(
         "shortfall": selection.shortfall,
         "trimmed_for_balance": selection.trimmed,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_triplet_folder(out_dir, records, relations, summary)
     return records
 
 

@@ -1,6 +1,6 @@
 """Run under ComfyUI's Python: capture attention in every tiny family and print what was captured as JSON.
 
-Invoked by tests/test_capture_families.py in a separate process (ComfyUI must not share the test process: its
+Invoked by tests/nodes/test_capture_families.py in a separate process (ComfyUI must not share the test process: its
 top-level ``nodes`` module would clash with this pack's ``nodes`` package). Usage:
 
     COMFYUI_PATH=... $COMFYUI_PYTHON tests/comfy_checks/capture_check.py FAMILY [IMAGE_SIDE]
@@ -30,7 +30,7 @@ def main() -> None:
     family = sys.argv[1]
     side = int(sys.argv[2]) if len(sys.argv) > 2 else 64
     sys.path.insert(0, os.environ["COMFYUI_PATH"])
-    sys.path.insert(0, str(TESTS))
+    sys.path.insert(0, str(TESTS))  # for comfy_test_pack
     from comfy.cli_args import args
 
     args.cpu = True
@@ -68,11 +68,11 @@ def main() -> None:
         layout, patch = steering.model_layout(base)
         text_length = int(pos[0]["cross_attn"].shape[1])
         capture = capture_mod.AttentionCapture()
-        options = steering._capture_options(extra_args["model_options"], capture, base, layout)
+        options = steering.capture_options(extra_args["model_options"], capture)
         sigma = sigmas[0].expand(x.shape[0])
 
         def run(subject: tuple[int, ...], obj: tuple[int, ...]) -> tuple[list[Any], list[Any]]:
-            capture.begin(capture_mod.CaptureRequest(layout, text_length, subject, obj, (x.shape[-2], x.shape[-1]),
+            capture.begin(capture_mod.MapRequest(layout, text_length, subject, obj, (x.shape[-2], x.shape[-1]),
                                                      patch))
             comfy.samplers.calc_cond_batch(base, [pos], x, sigma, options)
             return capture.end()

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "support"))
+from pack_loader import register_pack  # noqa: E402  (tests/support holds the one pack loader)
 
 
 def load_pack() -> None:
     """Import the repository root as package ``l2s_pack``, as ComfyUI imports a custom node pack."""
-    spec = importlib.util.spec_from_file_location("l2s_pack", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["l2s_pack"] = module
-    spec.loader.exec_module(module)
+    register_pack()
 
 
 def relative(a: Any, b: Any) -> float:

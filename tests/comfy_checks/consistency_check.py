@@ -1,6 +1,6 @@
 """Run under ComfyUI's Python: record maps with training/ (diffusers) and capture them with the nodes (ComfyUI).
 
-Invoked by tests/test_maps_consistency.py in a separate process (ComfyUI must not share the test process: its
+Invoked by tests/comfyui/test_maps_consistency.py in a separate process (ComfyUI must not share the test process: its
 top-level ``nodes`` module would clash with this pack's ``nodes`` package). Usage:
 
     COMFYUI_PATH=... $COMFYUI_PYTHON tests/comfy_checks/consistency_check.py FAMILY
@@ -12,7 +12,7 @@ Then, for a few latent sizes, it checks
 
 * the conversion: both denoisers give the same output for the same latent, timestep and text context;
 * the maps: ``training.recorder.AttentionRecorder`` (diffusers processors) and the pack's
-  ``nodes.capture.AttentionCapture`` (installed with ``nodes.steering._capture_options``, called through ComfyUI's
+  ``nodes.capture.AttentionCapture`` (installed with ``nodes.steering.capture_options``, called through ComfyUI's
   attention override) give the same classifier input ``(2, C, 16, 16)`` for the same forward.
 
 It prints one ``L2S_RESULT {json}`` line with the measured differences; the pytest side applies the tolerances. When
@@ -139,7 +139,8 @@ def check_sd1(torch: Any, tiny: Any, pack: dict[str, Any]) -> dict[str, Any]:
     """Conversion and map agreement for the tiny SD1 UNet at two latent sizes (one square, one odd, non-square)."""
     import comfy.utils
 
-    from training.recorder import AttentionRecorder, RecordTarget
+    from l2s_core.attention import MapRequest
+    from training.recorder import AttentionRecorder
 
     base = tiny.model.model
     diffusion_model = base.diffusion_model
@@ -161,14 +162,14 @@ def check_sd1(torch: Any, tiny: Any, pack: dict[str, Any]) -> dict[str, Any]:
             diffusers_out = unet(x, t, encoder_hidden_states=context).sample
 
             capture = pack["capture"].AttentionCapture()
-            options = pack["steering"]._capture_options({"transformer_options": {}}, capture, base, layout)
-            capture.begin(pack["capture"].CaptureRequest(layout, text_length, SUBJECT, OBJECT, latent_size, patch))
+            options = pack["steering"].capture_options({"transformer_options": {}}, capture)
+            capture.begin(pack["capture"].MapRequest(layout, text_length, SUBJECT, OBJECT, latent_size, patch))
             diffusion_model(x, t, context=context, transformer_options=options["transformer_options"])
             comfy_subject, comfy_object = capture.end()
             comfy_maps = pack["layout"].classifier_input(comfy_subject, comfy_object, layout, MAP_SIZE)[0]
 
             with recorder.installed():
-                with recorder.recording(RecordTarget(SUBJECT, OBJECT, text_length, latent_size=latent_size)):
+                with recorder.recording(MapRequest(layout, text_length, SUBJECT, OBJECT, latent_size)):
                     unet(x, t, encoder_hidden_states=context)
                 diffusers_maps = recorder.classifier_maps(MAP_SIZE)  # (2, C, S, S)
                 diffusers_subject, diffusers_object = recorder.layers()
@@ -245,7 +246,8 @@ def check_flux(torch: Any, tiny: Any, pack: dict[str, Any]) -> dict[str, Any]:
     """Conversion and map agreement for the tiny FLUX at its native 16x16 token grid and at a non-square one."""
     import comfy.utils
 
-    from training.recorder import AttentionRecorder, RecordTarget
+    from l2s_core.attention import MapRequest
+    from training.recorder import AttentionRecorder
 
     base = tiny.model.model
     diffusion_model = base.diffusion_model
@@ -289,15 +291,15 @@ def check_flux(torch: Any, tiny: Any, pack: dict[str, Any]) -> dict[str, Any]:
             diffusers_out = unpack_latent(transformer(**diffusers_kwargs).sample, height, width)
 
             capture = pack["capture"].AttentionCapture()
-            options = pack["steering"]._capture_options({"transformer_options": {}}, capture, base, layout)
-            capture.begin(pack["capture"].CaptureRequest(layout, text_length, SUBJECT, OBJECT, latent_size, patch))
+            options = pack["steering"].capture_options({"transformer_options": {}}, capture)
+            capture.begin(pack["capture"].MapRequest(layout, text_length, SUBJECT, OBJECT, latent_size, patch))
             diffusion_model(x, timestep, context, y=pooled, guidance=guidance,
                             transformer_options=options["transformer_options"])
             comfy_subject, comfy_object = capture.end()
             comfy_maps = pack["layout"].classifier_input(comfy_subject, comfy_object, layout, MAP_SIZE)[0]
 
             with recorder.installed():
-                with recorder.recording(RecordTarget(SUBJECT, OBJECT, text_length, grid=grid)):
+                with recorder.recording(MapRequest(layout, text_length, SUBJECT, OBJECT, latent_size, patch)):
                     transformer(**diffusers_kwargs)
                 diffusers_maps = recorder.classifier_maps(MAP_SIZE)  # (2, C, S, S)
                 diffusers_subject, diffusers_object = recorder.layers()
@@ -332,7 +334,7 @@ def _case(latent_size: tuple[int, int], comfy_out: Any, diffusers_out: Any, comf
 def main() -> None:
     family = sys.argv[1]
     sys.path.insert(0, os.environ["COMFYUI_PATH"])
-    sys.path.insert(0, str(TESTS))
+    sys.path.insert(0, str(TESTS))  # for comfy_test_pack
     sys.path.append(str(REPO))  # after ComfyUI, so `nodes` stays ComfyUI's; gives `training` and `l2s_core`
     try:
         import diffusers  # noqa: F401

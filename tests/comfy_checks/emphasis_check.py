@@ -1,6 +1,6 @@
 """Run under ComfyUI's Python: weighted prompts through ComfyUI's real tokenizers and the pack's token lookup.
 
-Invoked by tests/test_emphasis_tokens.py in a separate process. Usage:
+Invoked by tests/core/test_emphasis_tokens.py in a separate process. Usage:
 
     COMFYUI_PATH=... $COMFYUI_PYTHON tests/comfy_checks/emphasis_check.py PROMPTS.json
 

@@ -1,6 +1,6 @@
 """Run under ComfyUI's Python: the toy world in ComfyUI (nodes/toy_models.py) against its diffusers pipeline.
 
-Invoked by tests/test_toy_world.py in a separate process (ComfyUI's top-level ``nodes`` module would clash with this
+Invoked by tests/comfyui/test_toy_world_comfy.py in a separate process (ComfyUI's top-level ``nodes`` module would clash with this
 pack's ``nodes`` package in the test process). Usage:
 
     COMFYUI_PATH=... $COMFYUI_PYTHON tests/comfy_checks/toy_world_check.py BUNDLE SCRATCH_DIR

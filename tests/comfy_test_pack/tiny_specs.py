@@ -5,7 +5,7 @@ its models from these dicts, and the test process (which cannot import ComfyUI o
 know how many cross-attention channels each tiny model produces in the Learn-to-Steer layout, how long the
 denoiser's text axis is and how many latent channels a family uses. Pure Python: no torch, no comfy.
 
-Channel counting follows method.md §4.2/§4.3: a UNet family contributes one channel per head of every cross-attention
+Channel counting follows the published layouts: a UNet family contributes one channel per head of every cross-attention
 (``attn2``) layer, i.e. every transformer block of every SpatialTransformer (input blocks, middle block, output
 blocks); an MMDiT (SD3) contributes ``depth x heads`` (every joint block attends over image and text tokens); FLUX
 contributes ``(depth + depth_single_blocks) x heads``.

@@ -26,7 +26,9 @@ from typing import Any
 
 import torch
 
-from ..recorder import unet_cross_probs
+from l2s_core.attention import text_attention_probs
+
+from ..recorder import unet_cross_qk
 from .vocabulary import words_of
 
 EPS = 1e-6
@@ -78,7 +80,7 @@ class _ExplicitCrossAttention:
         if encoder_hidden_states is None or attention_mask is not None or hidden_states.ndim != 3:
             raise ValueError("grounding expects SD1 cross-attention: (B, N, C) queries, a context, no mask")
         batch = hidden_states.shape[0]
-        probs = unet_cross_probs(attn, hidden_states, encoder_hidden_states, None)  # (B, h, N, T), float32
+        probs = text_attention_probs(*unet_cross_qk(attn, hidden_states, encoder_hidden_states, None))  # (B,h,N,T)
         value = attn.to_v(encoder_hidden_states)
         head_dim = value.shape[-1] // attn.heads
         value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, T, h*D) -> (B, h, T, D)

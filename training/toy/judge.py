@@ -12,7 +12,10 @@ What the judge checks, per image and requested "<subject> <relation> <object>":
    component covers at least ``min_area`` of the image (a share of all pixels: 0.5 % by default, 82 pixels at
    128 px, where the smallest object the second world draws covers about 500), so a few stray pixels of the right colour
    never count as an object.
-3. **Relation.** Both objects present, and the GenEval rule on their tight boxes finds the requested relation.
+3. **A scene, not noise.** At least ``min_clean`` (half, by default) of the pixels away from both objects must still
+   be the background (:func:`background_cleanliness`); an image that steering turned into coloured noise is wrong,
+   whatever colour patches it happens to contain.
+4. **Relation.** Both objects present, and the GenEval rule on their tight boxes finds the requested relation.
 
 :func:`background_cleanliness` measures what steering can leave behind: the share of the pixels away from both
 objects that are still the background colour.
@@ -41,6 +44,8 @@ CLEAN_TOLERANCE = 40.0
 """A background pixel is clean when it lies within this RGB distance of a background colour."""
 CLEAN_MARGIN = 2
 """Pixels around each object's box left out of the cleanliness count (edge blending is not dirt)."""
+DEFAULT_MIN_CLEAN = 0.5
+"""Smallest background cleanliness of an image that counts as a scene (below it the image is noise, judged wrong)."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,11 @@ class Verdict:
 
     Attributes:
         present: Whether each of (subject, object) was found.
-        correct: Both present and the requested relation holds under the GenEval rule.
+        correct: Both present, the image is a scene (not noise) and the requested relation holds (GenEval rule).
         found: The relations that hold between the two boxes.
         reason: Why it failed ("" when correct).
         boxes: The boxes of the objects found, by name.
+        noise: The image is mostly not background (judged wrong whatever it contains).
     """
 
     present: tuple[bool, bool]
@@ -60,9 +66,12 @@ class Verdict:
     found: tuple[str, ...]
     reason: str
     boxes: tuple[tuple[str, tuple[float, float, float, float]], ...] = ()
+    noise: bool = False
 
     def summary(self, relation: str) -> str:
         """A short reading, e.g. "below - wrong" or "above - right" or "object missing - wrong"."""
+        if self.noise:
+            return "noise, not a scene - wrong"
         if not all(self.present):
             missing = " and ".join(w for w, p in zip(("subject", "object"), self.present, strict=True) if not p)
             return f"{missing} missing - wrong"
@@ -127,14 +136,20 @@ def detect(image: np.ndarray, names: Sequence[str], *, tolerance: float = DEFAUL
 
 
 def judge(image: np.ndarray, subject: str, relation: str, obj: str, *, tolerance: float = DEFAULT_TOLERANCE,
-          min_area: float = DEFAULT_MIN_AREA, backgrounds: Sequence[Colour] = DEFAULT_BACKGROUNDS) -> Verdict:
+          min_area: float = DEFAULT_MIN_AREA, backgrounds: Sequence[Colour] = DEFAULT_BACKGROUNDS,
+          min_clean: float = DEFAULT_MIN_CLEAN) -> Verdict:
     """Judge one image against "<subject> <relation> <object>" (see the module docstring for what is checked)."""
     detections = detect(image, (subject, obj), tolerance=tolerance, min_area=min_area, backgrounds=backgrounds)
     names = {d.name for d in detections}
     present = (ObjectKind.parse(subject).name in names, ObjectKind.parse(obj).name in names)
     result = check_relation(detections, RelationRequest(subject, relation, obj))
-    return Verdict(present=present, correct=result.passed, found=result.found, reason=result.reason,
-                   boxes=tuple((d.name, d.box) for d in detections))
+    boxes = tuple((d.name, d.box) for d in detections)
+    verdict = Verdict(present=present, correct=result.passed, found=result.found, reason=result.reason, boxes=boxes)
+    clean = background_cleanliness(image, verdict, backgrounds=backgrounds)
+    if clean < min_clean:
+        reason = f"not a scene: only {clean:.0%} of the background is background colour (noise)"
+        return Verdict(present=present, correct=False, found=result.found, reason=reason, boxes=boxes, noise=True)
+    return verdict
 
 
 def background_cleanliness(image: np.ndarray, verdict: Verdict, *, backgrounds: Sequence[Colour] = DEFAULT_BACKGROUNDS,

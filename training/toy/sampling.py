@@ -2,14 +2,13 @@
 
 This is the benchmark's generator: DDIM (eta 0) with classifier-free guidance, and, when steering, the same
 :func:`l2s_core.optimize.refine_latent` the ComfyUI nodes call, fed by :class:`training.recorder.AttentionRecorder`
-maps (the recorder and the nodes' capture agree to 1e-7, ``tests/test_maps_consistency.py``). The latent that is
+maps (the recorder and the nodes' capture agree to 1e-7, ``tests/comfyui/test_maps_consistency.py``). The latent that is
 refined is the variance-preserving DDIM latent, as in the nodes (which rescale ComfyUI's sigma-space latent to it).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,14 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from l2s_core.attention import MapRequest
 from l2s_core.checkpoint import LoadedClassifier
-from l2s_core.layout import check_channel_count, classifier_input
-from l2s_core.optimize import refine_latent
+from l2s_core.layout import LayerMaps
 from l2s_core.settings import SteeringSettings
-from l2s_core.steps import classifier_step_index
+from l2s_core.steer import steer_step
+from l2s_core.steps import ScheduleWindow
 from l2s_core.toy_bundle import load_bundle
 
-from ..recorder import AttentionRecorder, RecordTarget
+from ..recorder import AttentionRecorder
 from .bundle import load_pipeline
 from .vocabulary import prompt_ids, words_of
 
@@ -141,25 +141,16 @@ class ToySampler:
                 request: _SteerRequest, classifier: LoadedClassifier, steer: SteeringSettings
                 ) -> tuple[torch.Tensor, list[int]]:
         subject_positions, object_positions = request.positions()
-        target = RecordTarget(subject_positions, object_positions, 77, latent_size=(self.latent_size, self.latent_size))
+        target = MapRequest("unet", 77, subject_positions, object_positions, (self.latent_size, self.latent_size))
 
-        def maps_fn(z_leaf: torch.Tensor, triplet: int) -> torch.Tensor:
+        def layers_fn(z_leaf: torch.Tensor, triplet: int) -> tuple[list[LayerMaps], list[LayerMaps]]:
             with self.recorder.installed(), self.recorder.recording(target):
                 self.unet(z_leaf, t, encoder_hidden_states=cond)
-                subject_layers, object_layers = self.recorder.layers()
-            maps = classifier_input(subject_layers, object_layers, "unet", classifier.map_size)  # (B, 2, C, S, S)
-            check_channel_count(classifier.channels, maps.shape[2], expected_family=classifier.family)
-            return maps
+                return self.recorder.layers()
 
-        targets = [torch.tensor([classifier.relation_index(r) for r in request.relations], dtype=torch.long)]
-        class_step = classifier_step_index(step, steps, classifier.trained_steps, classifier.trained_num_steps)
-        result = refine_latent(z, maps_fn, classifier.model, targets, step_index=class_step,
-                               step_size=steer.step_size, iterations=steer.iterations,
-                               loss_threshold=steer.threshold_for(step),
-                               early_stop_probability=steer.early_stop_probability)
-        # A sample costs a forward+backward at every iteration where it was evaluated (its loss is not NaN).
-        used = [sum(1 for r in result.records if not math.isnan(r.losses[b])) for b in range(z.shape[0])]
-        return result.latent.to(z.dtype), used
+        result = steer_step(z, layers_fn, classifier, [request.relations], layout="unet", settings=steer,
+                            window=ScheduleWindow.from_noise(steps), step=step)
+        return result.latent.to(z.dtype), list(result.passes)
 
 
 def _per_sample(value: str | Sequence[str], batch: int, name: str) -> list[str]:
