@@ -167,7 +167,7 @@ def test_background_cleanliness_counts_stray_colour_away_from_the_objects() -> N
     image[10:30, 10:30] = (220, 30, 30)
     image[70:90, 10:30] = (30, 70, 220)
     verdict = judge(image, "red square", "above", "blue circle")
-    assert verdict.correct and background_cleanliness(image, verdict) == 1.0
+    assert verdict.correct and background_cleanliness(image, verdict) == 1.0 == verdict.clean
     image[0:10, 50:100] = (120, 120, 120)  # 500 dirty pixels outside both boxes (grown by 2 px)
     outside = 100 * 100 - 2 * 24 * 24
     assert background_cleanliness(image, verdict) == pytest.approx(1 - 500 / outside)

@@ -24,7 +24,7 @@ from l2s_core.checkpoint import LoadedClassifier
 from l2s_core.relations import SPATIAL_RELATIONS
 from l2s_core.settings import SteeringSettings
 
-from .judge import DEFAULT_BACKGROUNDS, background_cleanliness, judge
+from .judge import DEFAULT_BACKGROUNDS, judge
 from .sampling import ToySampler
 from .scenes import usual_relation
 from .vocabulary import relation_prompt
@@ -118,7 +118,7 @@ def run_condition(sampler: ToySampler, condition: Condition, grid: Sequence[Grid
             by_usual[item.usual][0] += int(verdict.correct)
             by_usual[item.usual][1] += 1
             present += int(all(verdict.present))
-            clean += background_cleanliness(image, verdict, backgrounds=backgrounds)
+            clean += verdict.clean
             count += 1
             if save_dir is not None:
                 from PIL import Image

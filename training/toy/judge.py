@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -59,6 +59,7 @@ class Verdict:
         reason: Why it failed ("" when correct).
         boxes: The boxes of the objects found, by name.
         noise: The image is mostly not background (judged wrong whatever it contains).
+        clean: Its :func:`background_cleanliness` (computed once, here).
     """
 
     present: tuple[bool, bool]
@@ -67,6 +68,7 @@ class Verdict:
     reason: str
     boxes: tuple[tuple[str, tuple[float, float, float, float]], ...] = ()
     noise: bool = False
+    clean: float = 1.0
 
     def summary(self, relation: str) -> str:
         """A short reading, e.g. "below - wrong" or "above - right" or "object missing - wrong"."""
@@ -148,8 +150,9 @@ def judge(image: np.ndarray, subject: str, relation: str, obj: str, *, tolerance
     clean = background_cleanliness(image, verdict, backgrounds=backgrounds)
     if clean < min_clean:
         reason = f"not a scene: only {clean:.0%} of the background is background colour (noise)"
-        return Verdict(present=present, correct=False, found=result.found, reason=reason, boxes=boxes, noise=True)
-    return verdict
+        return Verdict(present=present, correct=False, found=result.found, reason=reason, boxes=boxes, noise=True,
+                       clean=clean)
+    return replace(verdict, clean=clean)
 
 
 def background_cleanliness(image: np.ndarray, verdict: Verdict, *, backgrounds: Sequence[Colour] = DEFAULT_BACKGROUNDS,
