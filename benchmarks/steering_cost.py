@@ -182,9 +182,9 @@ def _import_comfy(device: str) -> SimpleNamespace:
     import comfy.samplers
     import comfy.supported_models
 
-    if str(REPO_ROOT / "tests" / "support") not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
-    from pack_loader import PACK_NAME, register_pack  # the tests' pack loader: the repo root as a package
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.append(str(REPO_ROOT))  # last, after COMFYUI_PATH, so that `nodes` stays ComfyUI's
+    from devtools.pack_loader import PACK_NAME, register_pack  # the one pack loader: the repo root as a package
 
     register_pack()
     pack = f"{PACK_NAME}.nodes"

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "support"))
-from pack_loader import register_pack  # noqa: E402  (tests/support holds the one pack loader)
+sys.path.append(str(REPO))  # last, so that ComfyUI's folder (inserted first later) keeps `nodes` ComfyUI's
+from devtools.pack_loader import register_pack  # noqa: E402  (the one pack loader)
 
 
 def load_pack() -> None:

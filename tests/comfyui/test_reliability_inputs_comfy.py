@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from toy_world_files import SHIPPED_BUNDLE, SHIPPED_CLASSIFIER
 
-from scripts.comfy_server import execution_error
+from devtools.comfy_server import execution_error
 
 pytestmark = [
     pytest.mark.comfyui,

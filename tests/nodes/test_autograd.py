@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from pack_loader import load_pack_module
+
+from devtools.pack_loader import load_pack_module
 
 autograd_module = load_pack_module("nodes.autograd")
 autograd_weights = autograd_module.autograd_weights

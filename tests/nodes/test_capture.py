@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 import torch
-from pack_loader import load_pack_module
+
+from devtools.pack_loader import load_pack_module
 
 capture_module = load_pack_module("nodes.capture")
 AttentionCapture = capture_module.AttentionCapture

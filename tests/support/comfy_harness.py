@@ -5,8 +5,8 @@ runs it (``COMFYUI_PYTHON``), a throw-away base directory wired to this repo and
 (``tests/comfy_test_pack``), the server process (start, wait until ready, stop), and the few API calls the tests need
 (queue a prompt and wait for its history entry, read an execution or validation error, read saved latents).
 
-The process and the HTTP calls come from :mod:`scripts.comfy_server` (standard library only, shared with the demo
-launcher ``scripts/run_toy_world.py``), so the test environment needs neither ``requests`` nor ``websocket-client``;
+The process and the HTTP calls come from :mod:`devtools.comfy_server` (standard library only, shared with the demo
+launcher :mod:`devtools.launcher`), so the test environment needs neither ``requests`` nor ``websocket-client``;
 torch and safetensors are imported lazily by :meth:`ComfyServer.read_latent`.
 
 The server is started with ``cwd=COMFYUI_PATH`` and WITHOUT the caller's ``PYTHONPATH``: this repo's ``nodes/``
@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from scripts.comfy_server import (
+from devtools.comfy_server import (
     LOG_TAIL_CHARS,
     PROMPT_TIMEOUT_S,
     STARTUP_TIMEOUT_S,

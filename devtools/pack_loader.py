@@ -5,9 +5,10 @@ The repo root is itself a Python package (its ``__init__.py``), which ComfyUI im
 once under the package name :data:`PACK_NAME` and import ``nodes.capture`` and friends below it. Only modules that do
 not import ComfyUI (``nodes.capture``, ``nodes.autograd``) can be loaded this way without a ComfyUI checkout.
 
-This is the one place that knows how: the tests import it from ``tests/support`` (on ``sys.path`` under pytest), the
-check scripts that run under ComfyUI's Python (``tests/comfy_checks/``) and the benchmarks put ``tests/support`` on
-``sys.path`` and import it too.
+This is the one place that knows how: the tests import it as ``devtools.pack_loader`` (the repo root is on
+``sys.path`` under pytest); the check scripts that run under ComfyUI's Python (``tests/comfy_checks/``) and the
+benchmark append the repo root to ``sys.path`` (after ComfyUI's folder, so ``nodes`` stays ComfyUI's) and import it
+too.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from pathlib import Path
 from types import ModuleType
+
+from devtools import REPO_ROOT
 
 PACK_NAME = "l2s_pack"
 """Package name the repo root is registered under in :data:`sys.modules`."""
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def register_pack() -> ModuleType:

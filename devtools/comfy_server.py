@@ -1,6 +1,6 @@
 """Drive a headless ComfyUI server process over its HTTP API, with the standard library only.
 
-This module owns what the demo launcher (``scripts/run_toy_world.py``) and the integration-test harness
+This module owns what the demo launcher (:mod:`devtools.launcher`) and the integration-test harness
 (``tests/support/comfy_harness.py``) share: the server process (launch ``main.py`` with given arguments, wait until
 ``/object_info`` answers, stop it), the few API calls (``POST /prompt``, ``GET /history/{id}``, ``GET /object_info``)
 and the reading of ComfyUI's answers (validation errors, execution errors, the files a history entry lists).
