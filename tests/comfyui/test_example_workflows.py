@@ -1,8 +1,8 @@
 """The example workflows in example_workflows/: well-formed UI graphs, API twins, thumbnails, and real runs.
 
 Without ComfyUI: every UI graph parses and its links agree with its nodes, converts (widgets by position, from the
-committed /object_info snapshot) to exactly its API twin, matches what scripts/build_example_workflows.py generates,
-has a JPEG thumbnail, and carries the settings each example promises. With ComfyUI (``comfyui`` marker): every node
+committed /object_info snapshot) to exactly its API twin, matches what scripts/build_example_workflows.py generates
+(the generator :mod:`devtools.workflows`), has a JPEG thumbnail, and carries the settings each example promises. With ComfyUI (``comfyui`` marker): every node
 class and input exists in the live /object_info, the UI graphs regenerate identically from it, ComfyUI lists exactly
 the UI graphs as templates, and every API workflow executes: the full-size model examples with tiny random models
 and a random classifier, the toy-world example as it is, with the shipped toy world and classifier (or, until the
@@ -13,23 +13,26 @@ from __future__ import annotations
 
 import copy
 import glob
-import importlib.util
 import json
 import shutil
-import sys
 import urllib.request
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from comfy_harness import PACK_LINK_NAME, ComfyServer
 from comfy_test_pack import tiny_specs
 
+from devtools.workflows.catalogue import build_workflows, used_classes
+from devtools.workflows.files import SNAPSHOT as SNAPSHOT_PATH
+from devtools.workflows.files import render_files
+from devtools.workflows.formats import to_ui, ui_to_api
+from devtools.workflows.schema import trim_object_info
+from devtools.workflows.toy_example import TOY_SEED, TOY_STEERING
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "example_workflows"
 API_DIR = EXAMPLES / "api"
-GENERATOR = REPO_ROOT / "scripts" / "build_example_workflows.py"
 
 PROMPT = "a photo of a dog to the right of a teddy bear"
 MODEL_NAMES = ("l2s_sd15", "l2s_sd21", "l2s_sdxl", "l2s_sd3", "l2s_flux_schnell", "l2s_flux_dev", "l2s_compare_on_off",
@@ -46,17 +49,7 @@ LOADER_OUTPUTS = {"CheckpointLoaderSimple": {0: 0, 1: 1, 2: 2}, "UNETLoader": {0
 STEER_CLASSES = ("L2S_LearnedSpatialSteer", "L2S_LearnedSpatialSteerSampler")
 
 
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_example_workflows", GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
-SNAPSHOT: dict[str, Any] = json.loads(gen.SNAPSHOT.read_text(encoding="utf-8"))
+SNAPSHOT: dict[str, Any] = json.loads(SNAPSHOT_PATH.read_text(encoding="utf-8"))
 
 
 def ui(name: str) -> dict[str, Any]:
@@ -117,7 +110,7 @@ def test_ui_graph_is_well_formed(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ui_graph_converts_to_its_api_twin(name: str) -> None:
-    assert gen.ui_to_api(ui(name), SNAPSHOT) == api(name)
+    assert ui_to_api(ui(name), SNAPSHOT) == api(name)
 
 
 def test_converter_maps_widgets_by_position_and_catches_a_wrong_count() -> None:
@@ -127,12 +120,12 @@ def test_converter_maps_widgets_by_position_and_catches_a_wrong_count() -> None:
     assert steer["widgets_values"] == [42, "fixed", 50, 7.5, "ddim", "ddim_uniform", 1.0, -1, 0.0, 0, 0.0]
     steer["widgets_values"].pop(1)  # without the frontend-only control value the positions shift
     with pytest.raises(ValueError, match="widget values"):
-        gen.ui_to_api(graph, SNAPSHOT)
+        ui_to_api(graph, SNAPSHOT)
 
 
 def test_generated_files_are_up_to_date() -> None:
     """The committed JSON is what the generator writes from the committed snapshot (rerun it after edits)."""
-    for path, text in gen.render_files(SNAPSHOT).items():
+    for path, text in render_files(SNAPSHOT).items():
         assert path.read_text(encoding="utf-8") == text, (
             f"{path.name} is out of date: run python scripts/build_example_workflows.py")
 
@@ -270,8 +263,8 @@ def test_toy_workflow_compares_one_seed_with_and_without_steering_on_the_shipped
                 "denoise"):
         assert plain[key] == steer[key], key
     assert (steer["seed"], steer["steps"], steer["cfg"], steer["sampler_name"], steer["scheduler"]) == (
-        gen.TOY_SEED, 20, 8.0, "ddim", "ddim_uniform")
-    assert {k: steer[k] for k in gen.TOY_STEERING} == gen.TOY_STEERING == {
+        TOY_SEED, 20, 8.0, "ddim", "ddim_uniform")
+    assert {k: steer[k] for k in TOY_STEERING} == TOY_STEERING == {
         "last_steered_step": -1, "step_size": 0.0, "iterations": 0, "early_stop_probability": 0.0}
     loader = next(k for k, v in prompt.items() if v["class_type"] == "L2S_LoadToyWorld")
     assert plain["model"] == [loader, 0] and one(prompt, "CLIPTextEncode")["clip"] == [loader, 1]
@@ -317,10 +310,10 @@ def test_api_workflows_use_known_nodes_and_inputs(comfy_server: ComfyServer) -> 
 @comfyui
 def test_ui_graphs_regenerate_identically_from_the_live_object_info(comfy_server: ComfyServer) -> None:
     """The widget order in the UI files matches the running ComfyUI (else refresh the snapshot: see the script)."""
-    workflows = gen.build_workflows()
-    live = gen.trim_object_info(comfy_server.object_info(), gen.used_classes(workflows))
+    workflows = build_workflows()
+    live = trim_object_info(comfy_server.object_info(), used_classes(workflows))
     for workflow in workflows:
-        assert gen.to_ui(workflow, live) == ui(workflow.name), (
+        assert to_ui(workflow, live) == ui(workflow.name), (
             f"{workflow.name}: rerun scripts/build_example_workflows.py --server <url> to refresh the snapshot")
 
 
