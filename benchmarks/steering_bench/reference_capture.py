@@ -35,20 +35,26 @@ def full_probability_capture_class(capture_mod: ModuleType) -> type:
             if request.layout == "unet":
                 options = kwargs.get("transformer_options") or {}
                 if self._is_cross_attention(n, t, options, request):
-                    self._append(probs.float(), capture_mod._unet_grid(n, options, request))
+                    grid = capture_mod.unet_layer_grid(n, request.latent_size, options.get("activations_shape"))
+                    self._keep_token_maps(probs, grid)
             else:
                 grid = request.image_grid
                 n_img, n_txt = grid[0] * grid[1], request.text_length
                 if n >= n_txt + n_img:
-                    rows = probs[:, :, n_txt:n_txt + n_img]  # (B, H, N_img, Lk)
-                    index = len(self.subject)
-                    for store, positions in ((self.subject, request.subject_positions),
-                                             (self.object, request.object_positions)):
-                        maps = rows[..., list(positions)].float().mean(dim=-1)  # (B, H, N_img)
-                        store.append(capture_mod.LayerMaps.from_flat(index, grid, maps))
+                    self._keep_token_maps(probs[:, :, n_txt:n_txt + n_img], grid)  # (B, H, N_img, Lk)
             out = probs.to(v4.dtype) @ v4  # (B, H, Lq, D)
             if kwargs.get("skip_output_reshape", False):
                 return out
             return out.transpose(1, 2).reshape(out.shape[0], n, -1)  # (B, Lq, H*D)
+
+        def _keep_token_maps(self, rows: torch.Tensor, grid: tuple[int, int]) -> None:
+            """rows: (B, H, N, Lk) probabilities of the image queries; keeps each object's token-averaged map."""
+            request = self.request
+            assert request is not None
+            index = len(self.subject)
+            for store, positions in ((self.subject, request.subject_positions),
+                                     (self.object, request.object_positions)):
+                maps = rows[..., list(positions)].float().mean(dim=-1)  # (B, H, N)
+                store.append(capture_mod.LayerMaps.from_flat(index, grid, maps))
 
     return FullProbabilityCapture
