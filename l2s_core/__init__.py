@@ -12,7 +12,9 @@ Modules, one concept each:
 * ``layout``     — the contract from captured attention maps to the classifier input (B, 2, C, S, S).
 * ``steps``      — which classifier step index a denoising step uses.
 * ``classifier`` — the published relation classifier, with its exact state-dict names.
-* ``checkpoint`` — our safetensors checkpoint format, and safe loading/conversion of official ``.pth`` files.
+* ``checkpoint`` — our safetensors checkpoint format; loading any classifier file, converting official ones.
+* ``official_checkpoint`` — the authors' ``.pth`` files: read safely, their family told from name or configs.
+* ``loaded_classifier`` — a loaded classifier, and the checks every checkpoint format passes (relations, weights).
 * ``safe_load``  — ``torch.load(weights_only=True)`` with refusals that say why (dangerous, empty, damaged).
 * ``fields``     — typed checks of checkpoint metadata fields, with messages naming file and field.
 * ``optimize``   — the test-time optimisation of the latent (a pure function over a maps closure).
