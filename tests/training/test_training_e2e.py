@@ -36,8 +36,9 @@ from l2s_core.checkpoint import load_classifier  # noqa: E402
 from l2s_core.optimize import refine_latent  # noqa: E402
 from l2s_core.prompts import explicit_triplet  # noqa: E402
 from l2s_core.steps import classifier_step_index  # noqa: E402
-from training.invert import spatial_prompt  # noqa: E402
-from training.models import PipelineAdapter, load_model  # noqa: E402
+from training.dual_inverter import spatial_prompt  # noqa: E402
+from training.models import load_model  # noqa: E402
+from training.pipeline_adapter import PipelineAdapter  # noqa: E402
 from training.recorder import AttentionRecorder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

@@ -40,6 +40,7 @@ from safetensors.torch import load_file  # noqa: E402
 from l2s_core.attention import MapRequest, unet_layer_grid  # noqa: E402
 from l2s_core.layout import classifier_input, token_average  # noqa: E402
 from training import invert, triplet_folder  # noqa: E402
+from training.dual_inverter import DualInverter, PromptResult, negative_relation  # noqa: E402
 from training.inversion import (  # noqa: E402
     DDIMSchedule,
     ddim_invert_fixed_point,
@@ -49,7 +50,9 @@ from training.inversion import (  # noqa: E402
     rf_inverted_latent,
     rf_reconstruction_latent,
 )
-from training.models import ModelLoadError, PipelineAdapter, load_model  # noqa: E402
+from training.invert_options import default_record_steps, resolve_settings  # noqa: E402
+from training.models import ModelLoadError, load_model  # noqa: E402
+from training.pipeline_adapter import PipelineAdapter  # noqa: E402
 from training.recorder import AttentionRecorder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -256,11 +259,11 @@ def test_psnr_by_hand() -> None:
 def test_default_record_steps() -> None:
     from l2s_core.families import get_family
 
-    assert invert.default_record_steps(get_family("sd2"), 50) == [5, 10, 15, 20, 25, 49]
-    assert invert.default_record_steps(get_family("flux_dev"), 50) == [5, 10, 15, 20, 25, 49]
-    assert invert.default_record_steps(get_family("flux_schnell"), 4) == [1, 3]
-    assert invert.default_record_steps(get_family("sd14"), 25) == [2, 5, 7, 10, 12, 24]
-    assert invert.default_record_steps(get_family("flux_schnell"), 8) == [2, 7]
+    assert default_record_steps(get_family("sd2"), 50) == [5, 10, 15, 20, 25, 49]
+    assert default_record_steps(get_family("flux_dev"), 50) == [5, 10, 15, 20, 25, 49]
+    assert default_record_steps(get_family("flux_schnell"), 4) == [1, 3]
+    assert default_record_steps(get_family("sd14"), 25) == [2, 5, 7, 10, 12, 24]
+    assert default_record_steps(get_family("flux_schnell"), 8) == [2, 7]
 
 
 def test_unet_layer_grid() -> None:
@@ -274,13 +277,13 @@ def test_unet_layer_grid() -> None:
 def test_negative_relation_is_seeded_wrong_and_uniform() -> None:
     item = triplet_folder.Item(1, "x", Path("x.png"), "dog", "cat", "above", "train")
     picks = [
-        invert.negative_relation(triplet_folder.Item(1, f"id{i}", Path("x"), "a", "b", "above", "t"), RELATIONS, 0)
+        negative_relation(triplet_folder.Item(1, f"id{i}", Path("x"), "a", "b", "above", "t"), RELATIONS, 0)
         for i in range(300)
     ]
     assert "above" not in picks
     assert {p: picks.count(p) for p in set(picks)}.keys() == {"below", "to the left of", "to the right of"}
     assert min(picks.count(p) for p in set(picks)) > 60
-    assert invert.negative_relation(item, RELATIONS, 3) == invert.negative_relation(item, RELATIONS, 3)
+    assert negative_relation(item, RELATIONS, 3) == negative_relation(item, RELATIONS, 3)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -529,17 +532,17 @@ def test_invert_psnr_threshold_drops_everything(tiny_flux: Path, tmp_path: Path)
 
 def test_psnr_break_rule_failed_positive_drops_negative(tiny_flux: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = load_model(str(tiny_flux), device="cpu")
-    settings = invert.resolve_settings(
+    settings = resolve_settings(
         parse(["--triplets", "x", "--out", "x", "--model", "x", *FLUX_ARGS[:-2], "--psnr-threshold", "20"]), model
     )
-    inverter = invert.DualInverter(model, settings, RELATIONS)
+    inverter = DualInverter(model, settings, RELATIONS)
     item = triplet_folder.Item(1, "i", Path("x"), "red square", "blue circle", "above", "train")
     calls: list[str] = []
 
     def fake(psnr_by_type):
         def invert_prompt(item, prompt_type, relation, clean, image01, flow_psnr):
             calls.append(prompt_type)
-            return invert.PromptResult("p", prompt_type, relation, psnr_by_type[prompt_type], {})
+            return PromptResult("p", prompt_type, relation, psnr_by_type[prompt_type], {})
 
         return invert_prompt
 
