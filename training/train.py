@@ -47,9 +47,9 @@ from l2s_core.classifier import ClassifierConfig, RelationClassifier, published_
 from l2s_core.families import TrainingRecipe, get_family
 
 from .dataset import MapDataset
-from .evaluate import draw_confusion_png, predict, summarise, summarise_predictions, write_json
 from .maps_folder import DataMeta, load_meta
 from .models import parse_device
+from .scoring import draw_confusion_png, predict, summarise, summarise_predictions, write_json
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Tests for training/dataset.py, train.py, export.py and evaluate.py on tiny synthetic ``invert`` folders (CPU).
+"""Tests for training/dataset.py, train.py, export.py, scoring.py and evaluate.py on tiny synthetic ``invert``
+folders (CPU).
 
 The folders are written here in the ``invert`` format (meta.json, index.jsonl, fp16 shards): each channel of a map is
 a Gaussian blob whose position encodes the relation (subject left of the object for "to the left of", ...),
@@ -18,7 +19,7 @@ from safetensors.torch import save_file
 
 from l2s_core.checkpoint import load_classifier
 from l2s_core.relations import ABOVE, BELOW, LEFT_OF, RIGHT_OF
-from training import evaluate, export, train
+from training import evaluate, export, scoring, train
 from training.dataset import MapDataset
 from training.maps_folder import load_meta
 from training.train import INPUT_PROJECTION_WEIGHT, TrainConfig, fold_input_scale, train_classifier
@@ -405,8 +406,8 @@ class _Stub(torch.nn.Module):
 
 def test_eval_numbers_hand_checked(tmp_path: Path) -> None:
     ds = MapDataset(_hand_folder(tmp_path), "test")
-    preds = evaluate.predict(_Stub(), ds, batch_size=5)
-    s = evaluate.summarise_predictions(preds, ds, ds.relations)
+    preds = scoring.predict(_Stub(), ds, batch_size=5)
+    s = scoring.summarise_predictions(preds, ds, ds.relations)
     assert (s["n"], s["correct"], s["accuracy"]) == (16, 13, 13 / 16)
     assert {k: (v["n"], v["correct"]) for k, v in s["per_relation"].items()} == {
         ABOVE: (4, 3),
@@ -420,7 +421,7 @@ def test_eval_numbers_hand_checked(tmp_path: Path) -> None:
     assert s["confusion"] == [[3, 1, 0, 0], [0, 3, 1, 0], [0, 0, 3, 1], [0, 0, 0, 4]]
     ce_right = math.log(1 + 3 * math.exp(-10))  # CE of logits (10, 0, 0, 0) at the right class
     assert s["loss"] == pytest.approx(ce_right + 3 * 10 / 16, rel=1e-6)  # wrong ones cost 10 more
-    table = evaluate.format_table("t", s)
+    table = scoring.format_table("t", s)
     assert "relation to the right of" in table and "75.0%" in table and "81.2%" in table
 
 
