@@ -3,6 +3,12 @@
 This module owns the rule-based replacement for the official spaCy ``PromptParser``. It needs no
 model download, runs in plain Python string/regex work and is deterministic.
 
+Why one module of about 600 lines: it is one grammar and its one result. The word tables, the tokeniser, the
+phrase-edge rules and the messages that quote what was found describe a single reading of a prompt and change
+together (a rule such as "*stand* after an article is a noun" needs the tables it consults beside it), and
+:func:`explicit_triplet`, the override for prompts the rules cannot read, returns the same :class:`RelationTriplet`
+through the same relation table and emphasis span mapping. Split, one grammar would be scattered over several files.
+
 How a prompt is read:
 
 1. The prompt is split into word tokens (letters/digits, with inner apostrophes) and punctuation tokens
