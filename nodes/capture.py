@@ -16,8 +16,9 @@ without ComfyUI; the ComfyUI objects it needs (a backward-capable attention func
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,26 @@ class AttentionCapture:
         self.subject, self.object = [], []
         self._calls_per_block = {}
         return layers
+
+    def replay(self) -> Callable[[], contextlib.AbstractContextManager[None]]:
+        """The capture's state now (at a block's forward), to put back around that block's recomputation.
+
+        Per-block recomputation (:func:`l2s_core.recompute.recomputed_blocks`) runs a block again during the backward,
+        after :meth:`end`; the maps must then be computed exactly as in the forward (the same operations), and what is
+        recorded again is discarded.
+        """
+        request, calls = self.request, dict(self._calls_per_block)
+
+        @contextlib.contextmanager
+        def restore() -> Iterator[None]:
+            saved = (self.request, self.subject, self.object, self._calls_per_block)
+            self.request, self.subject, self.object, self._calls_per_block = request, [], [], dict(calls)
+            try:
+                yield
+            finally:
+                self.request, self.subject, self.object, self._calls_per_block = saved
+
+        return restore
 
     # -- hooks -----------------------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import latent_preview
 from comfy_api.latest import io, ui
 
 from ..l2s_core.checkpoint import LoadedClassifier
+from ..l2s_core.recompute import MEMORY_MODES
 from ..l2s_core.steps import ScheduleWindow, full_steps_for_denoise
 from .steering import SteeringJob, SteeringOptions, SteeringSettings, steering_sampler
 from .types import CATEGORY, RelationClassifierType, SteeringTraceType
@@ -41,6 +42,13 @@ def steering_inputs() -> list[io.Input]:
             "early_stop_probability", default=0.0, min=0.0, max=1.0, step=0.01,
             tooltip="Stop a step's iterations once the classifier gives the requested relation this probability "
             "(e.g. 0.9): much faster, usually as good. 0 = off (official behaviour).",
+        ),
+        io.Combo.Input(
+            "memory", options=list(MEMORY_MODES), default="auto", optional=True,
+            tooltip="Memory of the steering passes. low: each block of the model is run again during the backward "
+            "instead of keeping its activations (and the weight copies ComfyUI makes for fp8 or low-VRAM loading); "
+            "same result, much less memory, about one extra forward per iteration. fast: keep everything. auto: "
+            "low when keeping everything would not fit in the free memory (decided once per run).",
         ),
     ]
 
@@ -143,7 +151,7 @@ class LearnedSpatialSteer(io.ComfyNode):
     def execute(cls, model: io.Model.Type, classifier: LoadedClassifier, positive: Any, negative: Any,
                 latent_image: io.Latent.Type, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                 denoise: float, last_steered_step: int, step_size: float, iterations: int,
-                early_stop_probability: float) -> io.NodeOutput:
+                early_stop_probability: float, memory: str = "auto") -> io.NodeOutput:
         invalid = cls.validate_inputs(sampler_name, scheduler)  # linked names are only known now
         if invalid is not True:
             raise ValueError(str(invalid))
@@ -155,7 +163,7 @@ class LearnedSpatialSteer(io.ComfyNode):
         progress = _Progress(model, steps)
         job = SteeringJob(classifier, steering_options(last_steered_step, step_size, iterations,
                                                        early_stop_probability),
-                          on_iteration=progress.on_iteration, on_start=progress.on_start,
+                          on_iteration=progress.on_iteration, on_start=progress.on_start, memory=memory,
                           window=ScheduleWindow.tail(steps, full_steps_for_denoise(steps, denoise))
                           if denoise > 0 else None)
         sampler = steering_sampler(job, comfy.samplers.sampler_object(sampler_name))
@@ -194,7 +202,7 @@ class LearnedSpatialSteerSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, classifier: LoadedClassifier, sampler: io.Sampler.Type, last_steered_step: int, step_size: float,
-                iterations: int, early_stop_probability: float) -> io.NodeOutput:
+                iterations: int, early_stop_probability: float, memory: str = "auto") -> io.NodeOutput:
         job = SteeringJob(classifier, steering_options(last_steered_step, step_size, iterations,
-                                                       early_stop_probability))
+                                                       early_stop_probability), memory=memory)
         return io.NodeOutput(steering_sampler(job, sampler), job.trace)

@@ -19,6 +19,7 @@ default steered range is the part of the official range the schedule covers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,11 +34,13 @@ from ..l2s_core.attention import MapRequest
 from ..l2s_core.checkpoint import LoadedClassifier
 from ..l2s_core.layout import LayerMaps
 from ..l2s_core.optimize import IterationRecord, NonFiniteOutputError
+from ..l2s_core.recompute import recomputed_blocks
 from ..l2s_core.settings import SteeringOptions, SteeringSettings
 from ..l2s_core.steer import NoAttentionRecordedError, steer_step
 from ..l2s_core.steps import ScheduleWindow, progress_at_sigma, step_seed
 from .autograd import autograd_weights, gradient_mode
 from .capture import AttentionCapture
+from .memory import MemoryChoice, choose_memory, recomputable_blocks
 from .steered_conditioning import SteeredEntry, plan_steered_steps, spatial_entries
 
 logger = logging.getLogger(__name__)
@@ -114,6 +117,8 @@ class SteeringJob:
     trace: SteeringTrace = field(default_factory=SteeringTrace)
     on_iteration: Callable[[], None] | None = None
     on_start: Callable[[SteeringSettings, int], None] | None = None
+    memory: str = "auto"
+    """"auto", "fast" or "low" (:mod:`.memory`): whether steering forwards recompute each block in the backward."""
     window: ScheduleWindow | None = None
     """Where the sigmas sit in the from-noise run, when the caller knows it (KSampler: the tail given by steps and
     denoise); None estimates it from the sigmas on the model's noise scale."""
@@ -163,6 +168,8 @@ class SteeringRun:
         capture: the attention capture of the steering forwards.
         model_options: the run's model options plus the capture's attention override.
         job, settings, window: what to steer, how hard, and where the schedule sits in its from-noise run.
+        blocks: the blocks recomputed in the backward when memory says so.
+        memory: what ``job.memory`` resolved to (decided at the first steered step; None before).
     """
 
     base: Any
@@ -173,6 +180,8 @@ class SteeringRun:
     job: SteeringJob
     settings: SteeringSettings
     window: ScheduleWindow
+    blocks: list[torch.nn.Module] = field(default_factory=list)
+    memory: MemoryChoice | None = None
 
     @classmethod
     def start(cls, base: Any, model_options: dict[str, Any], job: SteeringJob, settings: SteeringSettings,
@@ -180,7 +189,8 @@ class SteeringRun:
         """Unwrap the model and install the capture for a run (``model_options`` is copied, never changed)."""
         layout, patch = model_layout(base)
         capture = AttentionCapture(grad_attention=backward_capable_attention())
-        return cls(base, layout, patch, capture, capture_options(model_options, capture), job, settings, window)
+        return cls(base, layout, patch, capture, capture_options(model_options, capture), job, settings, window,
+                   recomputable_blocks(base.diffusion_model))
 
     def steer(self, x: torch.Tensor, sigmas: torch.Tensor, step: int, steered: SteeredEntry) -> torch.Tensor:
         """Refine the sampler's latent ``x`` at ``sigmas[step]``; returns the new latent in x's dtype.
@@ -213,13 +223,21 @@ class SteeringRun:
                 if job.on_iteration is not None:
                     job.on_iteration()
 
+            if self.memory is None:
+                self.memory = choose_memory(job.memory, base.diffusion_model, device,
+                                            lambda: layers_fn(z.clone().requires_grad_(True), 0))
+                job.trace.notes.append(self.memory.describe())
+                logger.info("L2S: %s", self.memory.describe())
+            recomputing = (recomputed_blocks(self.blocks, self.capture.replay) if self.memory.recompute
+                           else contextlib.nullcontext())
             try:
-                result = steer_step(
-                    z, layers_fn, classifier, relations, layout=self.layout, settings=self.settings,
-                    window=self.window, step=step,
-                    on_maps=lambda maps: snapshots.append(maps.detach().mean(dim=2).cpu()),  # (B, 2, S, S)
-                    on_iteration=on_iteration,
-                )
+                with recomputing:
+                    result = steer_step(
+                        z, layers_fn, classifier, relations, layout=self.layout, settings=self.settings,
+                        window=self.window, step=step,
+                        on_maps=lambda maps: snapshots.append(maps.detach().mean(dim=2).cpu()),  # (B, 2, S, S)
+                        on_iteration=on_iteration,
+                    )
             except NoAttentionRecordedError as error:
                 raise RuntimeError(
                     f"No text attention was captured during the steering forward pass (text length "

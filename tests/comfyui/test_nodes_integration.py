@@ -72,7 +72,8 @@ def write_classifier(folder: Path, name: str, tiny_family: str, *, official: boo
 
 def steer_prompt(family: str, classifier_file: str, prefix: str, *, text: str = TEXT, steps: int = 4,
                  last_steered_step: int = 2, iterations: int = 3, step_size: float = 0.0, batch: int = 1,
-                 sampler: str = "euler", seed: int = 0, side: int | None = None) -> dict[str, Any]:
+                 sampler: str = "euler", seed: int = 0, side: int | None = None, memory: str = "auto"
+                 ) -> dict[str, Any]:
     """Tiny model -> Spatial Prompt Encode -> Learned Spatial Steer -> SaveLatent + VAEDecode -> Attention Preview."""
     joint = tiny_specs.get_spec(family)["layout"] == tiny_specs.JOINT
     side = side or tiny_specs.get_spec(family).get("test_image_side", 64)
@@ -90,7 +91,7 @@ def steer_prompt(family: str, classifier_file: str, prefix: str, *, text: str = 
             "latent_image": ["4", 0], "seed": seed, "steps": steps, "cfg": 1.0 if family == "flux" else 5.0,
             "sampler_name": sampler, "scheduler": "simple" if joint else "normal", "denoise": 1.0,
             "last_steered_step": last_steered_step, "step_size": step_size, "iterations": iterations,
-            "early_stop_probability": 0.0}},
+            "early_stop_probability": 0.0, "memory": memory}},
         "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": f"latents/{prefix}"}},
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
         "9": {"class_type": "L2S_AttentionPreview", "inputs": {"trace": ["6", 1], "image": ["8", 0],
