@@ -136,11 +136,11 @@ def saved_tensor_bytes(forward: Callable[[], Any], exclude: Sequence[torch.Tenso
     """Bytes autograd would keep for the backward of ``forward()`` (run once, its saved tensors dropped as counted).
 
     Each storage counts once (views of one tensor share it); storages of ``exclude`` (the model's own weights, which
-    exist anyway) do not count. Tensors on the meta device count by their size. The result of ``forward`` is
+    exist anyway) do not count. Works on the meta device too (a model built there is accounted without memory). The result of ``forward`` is
     discarded; call it with gradients enabled and an input that requires grad, as the real pass would run.
     """
     skip = {_storage_key(t) for t in exclude}
-    seen: dict[tuple[Any, ...], weakref.ref[torch.Tensor]] = {}
+    seen: dict[int, weakref.ref[torch.Tensor]] = {}
     total = 0
 
     def pack(tensor: torch.Tensor) -> None:
@@ -163,16 +163,12 @@ def saved_tensor_bytes(forward: Callable[[], Any], exclude: Sequence[torch.Tenso
     return total
 
 
-def _storage_key(tensor: torch.Tensor) -> tuple[Any, ...]:
-    if tensor.device.type == "meta":
-        return ("meta", id(tensor))
-    storage = tensor.untyped_storage()
-    return (tensor.device.type, tensor.device.index, storage.data_ptr(), storage.nbytes())
+def _storage_key(tensor: torch.Tensor) -> int:
+    """The identity of the tensor's storage (its C++ storage object, shared by every view; meta tensors too)."""
+    return int(tensor.untyped_storage()._cdata)
 
 
 def _storage_bytes(tensor: torch.Tensor) -> int:
-    if tensor.device.type == "meta":
-        return tensor.numel() * tensor.element_size()
     return int(tensor.untyped_storage().nbytes())
 
 
