@@ -24,6 +24,10 @@ Deliberate differences from the official script:
 Run folder outputs: ``best.safetensors``, ``last.safetensors`` (this pack's format, with provenance),
 ``metrics.json`` (config, data metadata, per-epoch loss/accuracy/per-step accuracy/lr per split, best epoch, and the
 final evaluation of the best weights per split) and ``confusion_<split>.png`` (best weights).
+
+Why one module of ~500 lines: it is one concept, the training loop of the published recipe and its command line;
+scoring lives in :mod:`.scoring`, data reading in :mod:`.dataset`, the recipe table in ``l2s_core.families``. What is
+left (``train_classifier``'s epoch loop with its scheduler, early stop and checkpoint choice) reads best in one piece.
 """
 
 from __future__ import annotations
