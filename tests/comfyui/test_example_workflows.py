@@ -116,8 +116,8 @@ def test_ui_graph_converts_to_its_api_twin(name: str) -> None:
 def test_converter_maps_widgets_by_position_and_catches_a_wrong_count() -> None:
     graph = ui("l2s_sd15")
     steer = next(n for n in graph["nodes"] if n["type"] == "L2S_LearnedSpatialSteer")
-    # seed, control_after_generate, steps, cfg, sampler, scheduler, denoise, then the four steering widgets
-    assert steer["widgets_values"] == [42, "fixed", 50, 7.5, "ddim", "ddim_uniform", 1.0, -1, 0.0, 0, 0.0]
+    # seed, control_after_generate, steps, cfg, sampler, scheduler, denoise, then the five steering widgets
+    assert steer["widgets_values"] == [42, "fixed", 50, 7.5, "ddim", "ddim_uniform", 1.0, -1, 0.0, 0, 0.0, "auto"]
     steer["widgets_values"].pop(1)  # without the frontend-only control value the positions shift
     with pytest.raises(ValueError, match="widget values"):
         ui_to_api(graph, SNAPSHOT)
