@@ -53,12 +53,13 @@ class _Pristine:
     Some blocks update an input in place (FLUX's single-stream block ends with ``x += ...``), and callers may rely on
     seeing that (the forward runs on their own tensors, as without recomputation). The recomputation must start from
     the values before the update, so a copy is taken before the forward and kept only if the tensor's version changed.
+    Which arguments a block updates is a property of its code: ``only`` limits the copies to those, once known.
     """
 
-    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any], only: set[int | str] | None = None) -> None:
         self.copies: dict[int | str, tuple[torch.Tensor, int, torch.Tensor]] = {}
         for key, value in [*enumerate(args), *kwargs.items()]:
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and (only is None or key in only):
                 self.copies[key] = (value, value._version, value.detach().clone())
 
     def keep_changed(self) -> None:
@@ -79,6 +80,7 @@ class _Pristine:
 
 def _recomputing(forward: Callable[..., Any], replay: ReplayFactory | None) -> Callable[..., Any]:
     """``forward`` run under non-reentrant checkpointing whenever gradients are being recorded."""
+    updated: set[int | str] | None = None  # the arguments the block updates in place (known after its first forward)
 
     @functools.wraps(forward)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -87,15 +89,17 @@ def _recomputing(forward: Callable[..., Any], replay: ReplayFactory | None) -> C
         restore = replay() if replay is not None else contextlib.nullcontext
         frozen_args = tuple(_snapshot(a) for a in args)
         frozen_kwargs = {k: _snapshot(v) for k, v in kwargs.items()}
-        pristine = _Pristine(args, kwargs)
+        pristine = _Pristine(args, kwargs, updated)
         calls = 0
 
         def body(*a: Any, **k: Any) -> Any:
-            nonlocal calls
+            nonlocal calls, updated
             calls += 1
             if calls == 1:  # the forward itself, on the caller's own (mutable) arguments
                 out = forward(*a, **k)
                 pristine.keep_changed()
+                if updated is None:
+                    updated = set(pristine.copies)
                 return out
             # the backward's recomputation: the block's arguments and side channels as they were at the forward
             again_args, again_kwargs = pristine.restored(tuple(_snapshot(x) for x in frozen_args),

@@ -60,6 +60,7 @@ class MemoryChoice:
     """What the ``memory`` input resolved to for a run.
 
     Attributes:
+        mode: the ``memory`` input ("auto", "fast" or "low").
         recompute: whether the steering forwards recompute each block in the backward.
         kept_bytes: what a pass without recomputation keeps for its backward (counted; None when not counted).
         free_bytes: the device's free memory as ComfyUI reports it (None when not asked).
