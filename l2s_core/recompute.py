@@ -47,6 +47,46 @@ def _snapshot(value: Any) -> Any:
     return dict(value) if isinstance(value, dict) else value
 
 
+class _RebindingUpdates(torch.Tensor):
+    """A tensor whose augmented assignments (``x += y``) make a new tensor instead of updating ``x`` in place.
+
+    Only the backward's recomputation of a block runs on these (its arguments are wrapped; every tensor computed
+    from them is one too). A recomputation keeps, for the backward, the very tensors its operations save, so an
+    in-place update of one of them afterwards (FLUX's double-stream block normalises its text stream, then does
+    ``txt += ...``, then normalises it again) would corrupt what the backward reads. ``x += y`` rebinds ``x`` to
+    the new value in Python, so the block computes the same values without touching what was saved. Explicit
+    in-place methods (``x.add_(y)``, whose result callers may ignore) stay in place.
+    """
+
+    def __iadd__(self, other: Any) -> torch.Tensor:
+        return self + other
+
+    def __isub__(self, other: Any) -> torch.Tensor:
+        return self - other
+
+    def __imul__(self, other: Any) -> torch.Tensor:
+        return self * other
+
+    def __itruediv__(self, other: Any) -> torch.Tensor:
+        return self / other
+
+
+def _rebinding(value: Any) -> Any:
+    """``value`` viewed as :class:`_RebindingUpdates` where it is a floating-point tensor."""
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.as_subclass(_RebindingUpdates)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """Outputs of a recomputation back as plain tensors (tuples and lists of them too)."""
+    if isinstance(value, _RebindingUpdates):
+        return value.as_subclass(torch.Tensor)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 class _Pristine:
     """Copies of a block's tensor arguments as they were before its forward, kept for the ones it changed in place.
 
@@ -57,10 +97,11 @@ class _Pristine:
     """
 
     def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any], only: set[int | str] | None = None) -> None:
+        # key -> (the caller's tensor, its version before the forward, a copy of its value and requires_grad then)
         self.copies: dict[int | str, tuple[torch.Tensor, int, torch.Tensor]] = {}
         for key, value in [*enumerate(args), *kwargs.items()]:
             if isinstance(value, torch.Tensor) and value.is_floating_point() and (only is None or key in only):
-                self.copies[key] = (value, value._version, value.detach().clone())
+                self.copies[key] = (value, value._version, value.detach().clone().requires_grad_(value.requires_grad))
 
     def keep_changed(self) -> None:
         """Drop the copies of the tensors the forward did not change."""
@@ -72,8 +113,10 @@ class _Pristine:
             kept = self.copies.get(key)
             if kept is None:
                 return value
-            original, _, copy = kept
-            return copy.clone().requires_grad_(original.requires_grad)
+            # an update in place can make a tensor require grad (a constant stream plus a term that depends on
+            # the latent); the recomputation must start from the tensor as it was, constant, as the forward did
+            copy = kept[2]
+            return copy.detach().clone().requires_grad_(copy.requires_grad)
 
         return (tuple(pick(i, a) for i, a in enumerate(args)), {k: pick(k, v) for k, v in kwargs.items()})
 
@@ -105,7 +148,9 @@ def _recomputing(forward: Callable[..., Any], replay: ReplayFactory | None) -> C
             again_args, again_kwargs = pristine.restored(tuple(_snapshot(x) for x in frozen_args),
                                                          {n: _snapshot(v) for n, v in frozen_kwargs.items()})
             with restore():
-                return forward(*again_args, **again_kwargs)
+                out = forward(*(_rebinding(a) for a in again_args),
+                              **{n: _rebinding(v) for n, v in again_kwargs.items()})
+            return _plain(out)
 
         return checkpoint(body, *args, use_reentrant=False, **kwargs)
 

@@ -21,17 +21,9 @@ from ..l2s_core.recompute import needs_recomputation, saved_tensor_bytes
 
 logger = logging.getLogger(__name__)
 
-RECOMPUTED_BLOCKS = frozenset({"ResBlock", "SpatialTransformer", "SingleStreamBlock", "JointBlock"})
+RECOMPUTED_BLOCKS = frozenset({"ResBlock", "SpatialTransformer", "DoubleStreamBlock", "SingleStreamBlock",
+                               "JointBlock"})
 """Class names (or base class names) of the blocks whose inside is recomputed in the backward."""
-
-RECOMPUTED_PARTS: dict[str, tuple[str, ...]] = {
-    "DoubleStreamBlock": ("img_mod", "txt_mod", "img_attn.qkv", "img_attn.proj", "txt_attn.qkv", "txt_attn.proj",
-                          "img_mlp", "txt_mlp"),
-}
-"""Blocks recomputed part by part: FLUX's double-stream block updates its text stream in place (``txt += ...``)
-after a norm has kept it for the backward, so a recomputation of the whole block would see the updated tensor where
-the norm's backward needs the old one. Its projections and MLPs (where its activations and cast weights are) are
-recomputed instead; the attention and the norms between them keep what they keep without recomputation."""
 
 GIB = 1024 ** 3
 
@@ -43,10 +35,7 @@ def recomputable_blocks(diffusion_model: torch.nn.Module) -> list[torch.nn.Modul
     def visit(module: torch.nn.Module) -> None:
         for child in module.children():
             lineage = {cls.__name__ for cls in type(child).__mro__}
-            parts = next((RECOMPUTED_PARTS[name] for name in lineage if name in RECOMPUTED_PARTS), None)
-            if parts is not None:
-                found.extend(child.get_submodule(part) for part in parts)
-            elif lineage & RECOMPUTED_BLOCKS:
+            if lineage & RECOMPUTED_BLOCKS:
                 found.append(child)
             else:
                 visit(child)
