@@ -56,7 +56,17 @@ class _RebindingUpdates(torch.Tensor):
     ``txt += ...``, then normalises it again) would corrupt what the backward reads. ``x += y`` rebinds ``x`` to
     the new value in Python, so the block computes the same values without touching what was saved. Explicit
     in-place methods (``x.add_(y)``, whose result callers may ignore) stay in place.
+
+    Other tensor subclasses may take part in the same operations (ComfyUI-GGUF keeps weights as ``GGMLTensor``):
+    torch's default handler refuses an operation whose tensors are of subclasses unrelated to each other (each
+    returns NotImplemented), so this class runs such an operation on their data as if they were plain tensors, and
+    its result is one of these, like any other result computed from the recomputation's arguments.
     """
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        return super().__torch_function__(func, (cls,), args, kwargs)
 
     def __iadd__(self, other: Any) -> torch.Tensor:
         return self + other
