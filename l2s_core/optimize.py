@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .update_rule import OFFICIAL_UPDATE, UpdateRule, apply_update, sample_statistics
+
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
@@ -177,6 +179,7 @@ def refine_latent(
     iterations: int,
     loss_threshold: float = 0.0,
     early_stop_probability: float | None = None,
+    update_rule: UpdateRule = OFFICIAL_UPDATE,
     on_iteration: Callable[[IterationRecord], None] | None = None,
 ) -> RefineResult:
     """Steer a noisy latent towards the target relations at one denoising step.
@@ -211,6 +214,7 @@ def refine_latent(
         iterations: maximum forward+backward passes (official 16), >= 0.
         loss_threshold: per-sample CE early-exit threshold, >= 0 (official 1e-5 .. 7e-5 by step; 0 = never).
         early_stop_probability: optional target-probability stop in (0, 1]; None keeps the official rule only.
+        update_rule: how a gradient becomes an update (:mod:`.update_rule`); the default is the official step.
         on_iteration: called with each :class:`IterationRecord`; exceptions it raises propagate (interrupts).
 
     Returns:
@@ -229,6 +233,7 @@ def refine_latent(
     num_triplets = len(target_list)
 
     z = latent.detach().to(dtype=torch.float32, copy=True)  # fp32 master latent, (B, ...)
+    start_statistics = sample_statistics(z)  # per-sample (mean, std), each (B,), for the update rule
     active = has_target.any(dim=0)  # (B,) samples still being optimised
     sample_stops = ["iterations" if bool(a) else "no_targets" for a in active.tolist()]
     last_probability = torch.full((num_triplets, batch), -math.inf, device=device)  # (K, B)
@@ -304,8 +309,11 @@ def refine_latent(
                 break
 
             if grad is not None:
-                mask = update.reshape((batch,) + (1,) * (z.ndim - 1))  # (B, 1, ..., 1)
-                z = torch.where(mask, z - step_size * grad.detach(), z)
+                if update_rule.is_official:
+                    mask = update.reshape((batch,) + (1,) * (z.ndim - 1))  # (B, 1, ..., 1)
+                    z = torch.where(mask, z - step_size * grad.detach(), z)
+                else:
+                    z = apply_update(z, grad.detach(), update, step_size, update_rule, start_statistics)
             for b in range(batch):
                 if bool(below[b]):
                     sample_stops[b] = "loss_threshold"

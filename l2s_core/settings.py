@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .families import OFFICIAL_LOSS_THRESHOLDS, get_family, loss_threshold
 from .steps import ScheduleWindow
+from .update_rule import OFFICIAL_UPDATE, UpdateRule
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class SteeringSettings:
         iterations: forward/backward passes per steered step (official: 16).
         loss_thresholds: per-step cross-entropy below which a sample stops (official 1e-5, 3e-5, 5e-5, then 7e-5).
         early_stop_probability: optional; a sample stops once the classifier gives the target this probability.
+        update_rule: how a gradient becomes an update of the latent (official: a plain gradient step).
     """
 
     last_step: int
@@ -30,6 +32,7 @@ class SteeringSettings:
     iterations: int
     loss_thresholds: tuple[float, ...] = OFFICIAL_LOSS_THRESHOLDS
     early_stop_probability: float | None = None
+    update_rule: UpdateRule = OFFICIAL_UPDATE
 
     def threshold_for(self, step: int) -> float:
         """The cross-entropy threshold of denoising step ``step`` (the last entry for later steps)."""
@@ -47,6 +50,7 @@ class SteeringOptions:
     step_size: float | None = None
     iterations: int | None = None
     early_stop_probability: float | None = None
+    update_rule: UpdateRule = OFFICIAL_UPDATE
 
     def resolve(self, num_steps: int, family: str, window: ScheduleWindow | None = None) -> SteeringSettings:
         """Fill the unset fields from the family's steering recipe, scaled to a ``num_steps`` schedule.
@@ -72,4 +76,5 @@ class SteeringOptions:
             iterations=recipe.iterations if self.iterations is None else self.iterations,
             loss_thresholds=recipe.loss_thresholds,
             early_stop_probability=self.early_stop_probability,
+            update_rule=self.update_rule,
         )

@@ -108,6 +108,7 @@ def steer_step(latent: Tensor, layers_fn: LayersFn, classifier: LoadedClassifier
     refined = refine_latent(latent, maps_fn, classifier.model, targets, step_index=class_step,
                             step_size=settings.step_size, iterations=settings.iterations,
                             loss_threshold=settings.threshold_for(window.full_index(step)),
-                            early_stop_probability=settings.early_stop_probability, on_iteration=on_iteration)
+                            early_stop_probability=settings.early_stop_probability,
+                            update_rule=settings.update_rule, on_iteration=on_iteration)
     passes = tuple(sum(1 for r in refined.records if not math.isnan(r.losses[b])) for b in range(batch))
     return SteerStepResult(refined, class_step, passes)
