@@ -64,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench.add_argument("--steps", type=int, default=20)
     bench.add_argument("--cfg", type=float, default=8.0)
     bench.add_argument("--budgets", default="official,early,short",
-                       help="comma list of steering rows: official, early (stop at p>=0.9), short (3 steps)")
+                       help="comma list of steering rows, each a spec like official, early:0.9, steps:3, iters:4, "
+                       "size:2, rel:0.02, keep or a '+' combination (early = early:0.9, short = steps:3); see "
+                       "training/toy/budgets.py")
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results/toy_world"))
     bench.add_argument("--save-images", action="store_true")
     bench.add_argument("--threads", type=int, default=None)
@@ -135,30 +137,22 @@ def _run_bench(args: argparse.Namespace) -> int:
     from l2s_core.settings import SteeringOptions
 
     from .benchmark import Condition, format_table, prompt_grid, run_benchmark
+    from .budgets import parse_budget
     from .sampling import ToySampler
 
+    budgets = [parse_budget(b) for b in args.budgets.split(",") if b.strip()]  # bad specs fail before loading
     _threads(args.threads)
     sampler = ToySampler(args.world)
     classifier = load_classifier(args.classifier)
     official = SteeringOptions().resolve(args.steps, classifier.family)
-    budgets = {
-        "official": ("steered: official schedule", official),
-        "early": ("steered: early stop p>=0.9",
-                  SteeringOptions(early_stop_probability=0.9).resolve(args.steps, classifier.family)),
-        "short": ("steered: first 3 steps only",
-                  SteeringOptions(last_step=min(3, official.last_step)).resolve(args.steps, classifier.family)),
-    }
     conditions = [Condition("plain")]
-    wanted = [b.strip() for b in args.budgets.split(",") if b.strip()]
-    unknown = [b for b in wanted if b not in budgets]
-    if unknown:
-        raise ValueError(f"--budgets: unknown {unknown}; choose from {', '.join(budgets)}.")
-    if "official" in wanted:
-        conditions.append(Condition(budgets["official"][0], classifier, official))
+    if any(b.spec == "official" for b in budgets):
+        conditions.append(Condition("steered: official schedule", classifier, official))
     if args.ablation_classifier is not None:
         conditions.append(Condition("steered: classifier without negatives (official schedule)",
                                     load_classifier(args.ablation_classifier), official))
-    conditions += [Condition(budgets[b][0], classifier, budgets[b][1]) for b in wanted if b != "official"]
+    conditions += [Condition(b.label, classifier, b.options.resolve(args.steps, classifier.family))
+                   for b in budgets if b.spec != "official"]
     kinds = sampler.bundle.meta["world"]["kinds"]
     grid = prompt_grid(kinds, args.pairs)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))

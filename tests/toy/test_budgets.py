@@ -1,0 +1,36 @@
+"""Steering variants of the toy benchmark, written as specs."""
+
+from __future__ import annotations
+
+import pytest
+
+from l2s_core.update_rule import OFFICIAL_UPDATE, UpdateRule
+from training.toy.budgets import parse_budget
+
+
+def test_official_changes_nothing() -> None:
+    budget = parse_budget("official")
+    assert budget.label == "steered: official schedule"
+    resolved = budget.options.resolve(20, "sd1")
+    assert resolved.iterations == 16 and resolved.early_stop_probability is None
+    assert resolved.update_rule == OFFICIAL_UPDATE
+
+
+def test_terms_combine() -> None:
+    budget = parse_budget("early:0.8+steps:4+iters:6+rel:0.03+keep")
+    resolved = budget.options.resolve(20, "sd1")
+    assert (resolved.early_stop_probability, resolved.last_step, resolved.iterations) == (0.8, 4, 6)
+    assert resolved.update_rule == UpdateRule(relative_step=0.03, keep_statistics=True)
+    assert budget.label == ("steered: early stop p>=0.8, first 4 steps, 6 iterations, steps of 0.03 std, "
+                            "statistics kept")
+
+
+def test_old_names_keep_their_meaning() -> None:
+    assert parse_budget("early").options.early_stop_probability == 0.9
+    assert parse_budget("short").options.last_step == 3
+
+
+@pytest.mark.parametrize("bad", ["fastest", "early:2", "steps:0", "iters:x", "keep:1", "rel:-1"])
+def test_bad_specs_are_refused_with_the_grammar(bad: str) -> None:
+    with pytest.raises(ValueError, match="Budget term|Unknown budget term"):
+        parse_budget(bad)

@@ -1,0 +1,85 @@
+"""Steering variants of the toy benchmark, written as short specs: ``official``, ``early:0.9+keep``, ``rel:0.02``.
+
+A spec is one or more terms joined by ``+``, each changing the official settings of the classifier's family:
+
+* ``official``: the published loop (no change; may be left out of a combination).
+* ``early:P``: a sample stops its step once the classifier gives the requested relation probability ``P``.
+* ``steps:N``: steer only the first ``N`` steps.
+* ``iters:N``: at most ``N`` iterations per steered step.
+* ``size:S``: the official gradient step with step size ``S``.
+* ``rel:F``: every update moves the latent by ``F`` times its standard deviation (RMS), in the gradient's direction.
+* ``keep``: restore each sample's mean and standard deviation after every update.
+
+``early`` and ``short`` alone keep their earlier meaning (``early:0.9`` and ``steps:3``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from l2s_core.settings import SteeringOptions
+from l2s_core.update_rule import UpdateRule
+
+ALIASES = {"early": "early:0.9", "short": "steps:3"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One steering row of the benchmark: its spec, its label and the options it resolves."""
+
+    spec: str
+    label: str
+    options: SteeringOptions
+
+
+def _number(term: str, value: str, kind: type) -> float | int:
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(f"Budget term {term!r}: {value!r} is not {'an integer' if kind is int else 'a number'}.")
+    if number <= 0:
+        raise ValueError(f"Budget term {term!r}: the value must be > 0.")
+    return number
+
+
+def parse_budget(spec: str) -> Budget:
+    """The :class:`Budget` of one spec (see the module docstring).
+
+    Raises:
+        ValueError: an unknown term or a bad value, with the grammar in the message.
+    """
+    spec = ALIASES.get(spec.strip(), spec.strip())
+    options = SteeringOptions()
+    rule = UpdateRule()
+    labels: list[str] = []
+    for term in (t.strip() for t in spec.split("+")):
+        name, _, value = term.partition(":")
+        if name == "official" and not value:
+            continue
+        if name == "early":
+            p = float(_number(term, value, float))
+            if p > 1:
+                raise ValueError(f"Budget term {term!r}: a probability is at most 1.")
+            options = replace(options, early_stop_probability=p)
+            labels.append(f"early stop p>={p:g}")
+        elif name == "steps":
+            options = replace(options, last_step=int(_number(term, value, int)))
+            labels.append(f"first {value} steps")
+        elif name == "iters":
+            options = replace(options, iterations=int(_number(term, value, int)))
+            labels.append(f"{value} iterations")
+        elif name == "size":
+            options = replace(options, step_size=float(_number(term, value, float)))
+            labels.append(f"step size {value}")
+        elif name == "rel":
+            rule = replace(rule, relative_step=float(_number(term, value, float)))
+            labels.append(f"steps of {value} std")
+        elif name == "keep" and not value:
+            rule = replace(rule, keep_statistics=True)
+            labels.append("statistics kept")
+        else:
+            raise ValueError(f"Unknown budget term {term!r} in {spec!r}. Terms: official, early:P, steps:N, iters:N, "
+                             "size:S, rel:F, keep; join them with '+', e.g. 'early:0.9+keep'.")
+    options = replace(options, update_rule=rule)
+    label = "steered: " + (", ".join(labels) if labels else "official schedule")
+    return Budget(spec, label, options)
