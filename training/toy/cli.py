@@ -3,6 +3,7 @@
 * ``model``: train the toy text-to-image model from seeds on CPU (:mod:`training.toy.build`) and write the bundle.
 * ``classifier``: train the relation classifier on the toy model with the real pipeline: ``triplets --source toy``
   (ground-truth scenes of the same world) -> ``invert`` (dual inversion) -> ``train`` -> ``export``.
+* ``frontier``: accuracy against steering passes per image, drawn from ``bench`` results (:mod:`.frontier_plot`).
 * ``bench``: the benchmark table (:mod:`training.toy.benchmark`): plain sampling, steering with the classifier,
   steering with an ablation classifier trained without the wrong-relation samples, and steering at smaller compute
   budgets.
@@ -70,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results/toy_world"))
     bench.add_argument("--save-images", action="store_true")
     bench.add_argument("--threads", type=int, default=None)
+
+    frontier = sub.add_parser("frontier", help="plot accuracy against steering passes from bench results")
+    frontier.add_argument("results", type=Path, nargs="+", help="results.json files of toy bench (one per seed set)")
+    frontier.add_argument("--names", default=None, help="comma list naming the results files (default: their folders)")
+    frontier.add_argument("--out", type=Path, default=Path("benchmarks/results/toy_world/frontier.png"))
+    frontier.add_argument("--title", default="Toy world: spatial accuracy against steering compute")
 
 
 def _threads(n: int | None) -> None:
@@ -163,10 +170,23 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_frontier(args: argparse.Namespace) -> int:
+    from .frontier_plot import draw_frontier, load_points
+
+    names = args.names.split(",") if args.names else [p.parent.name for p in args.results]
+    if len(names) != len(args.results):
+        raise ValueError(f"--names: {len(names)} names for {len(args.results)} results files; give one per file.")
+    draw_frontier(load_points(args.results), names, args.out, args.title)
+    logger.info("frontier written to %s", args.out)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Dispatch the toy sub-command."""
     if args.toy_command == "model":
         return _run_model(args)
     if args.toy_command == "classifier":
         return _run_classifier(args)
+    if args.toy_command == "frontier":
+        return _run_frontier(args)
     return _run_bench(args)
