@@ -199,7 +199,7 @@ class SteeringRun:
         """
         base, spec, classifier, job = self.base, steered.spec, self.job.classifier, self.job
         batch, device = x.shape[0], x.device
-        with gradient_mode():
+        with gradient_mode(base.diffusion_model):
             sigma = sigmas[step].detach().clone().to(device)
             sigma_in = sigma.expand(batch).clone()
             scale = float(base.model_sampling.calculate_input(sigma.reshape(1), torch.ones(1, device=device)).item())

@@ -151,3 +151,64 @@ def test_tied_weights_stay_tied() -> None:
         (grad,) = torch.autograd.grad(model(x).sum(), x)
     assert torch.isfinite(grad).all()
     assert model[0].weight is model[1].weight and model[0].weight.is_inference()
+
+
+class _TaggedTensor(torch.Tensor):
+    """Like ComfyUI-GGUF's GGMLTensor: a torch-function subclass with required keyword-only constructor arguments
+    whose ``clone``/``detach`` return the tensor itself."""
+
+    def __new__(cls, data: torch.Tensor, *, tensor_type: str) -> _TaggedTensor:
+        return super().__new__(cls, data)
+
+    def __init__(self, data: torch.Tensor, *, tensor_type: str) -> None:
+        super().__init__()
+        self.tensor_type = tensor_type
+
+    def clone(self, *args: object, **kwargs: object) -> _TaggedTensor:
+        return self
+
+    def detach(self, *args: object, **kwargs: object) -> _TaggedTensor:
+        return self
+
+
+class _TaggedLinear(torch.nn.Linear):
+    """Casts its weight per forward and unwraps the subclass with ``torch.Tensor(...)``, as GGUF's layers do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.to(x.dtype)
+        if isinstance(weight, _TaggedTensor):
+            weight = torch.Tensor(weight)
+        return F.linear(x, weight, self.bias)
+
+
+def _tagged_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        layer = _TaggedLinear(4, 3)
+        layer.weight = torch.nn.Parameter(_TaggedTensor(layer.weight.detach(), tensor_type="F32"), requires_grad=False)
+    return layer
+
+
+def test_gradient_mode_keeps_tensor_subclass_weights_working() -> None:
+    """GGUF-style weights: under allow_mutation_on_saved_tensors alone ``torch.Tensor(result)`` builds the subclass
+    without its arguments; gradient_mode(model) gives the plain result. The weight is copied out of inference mode
+    although its clone() returns itself, keeps its class and attributes, and the gradient is the plain-weight one."""
+    model = _tagged_model()
+    assert isinstance(model.weight, _TaggedTensor) and model.weight.is_inference()
+    x = torch.randn(2, 4)
+    with torch.inference_mode(False), torch.enable_grad(), torch.autograd.graph.allow_mutation_on_saved_tensors():
+        with pytest.raises(TypeError, match="tensor_type"):
+            model(x.clone().requires_grad_(True))
+
+    leaf = x.clone().requires_grad_(True)
+    with torch.inference_mode(), autograd_weights(model) as converted, gradient_mode(model):
+        assert converted == 2  # the subclass weight (its clone() is itself) is copied all the same, and the bias
+        assert isinstance(model.weight, _TaggedTensor) and not model.weight.is_inference()
+        assert model.weight.tensor_type == "F32"
+        (grad,) = torch.autograd.grad(model(leaf).pow(2).sum(), leaf)
+    reference = x.clone().requires_grad_(True)
+    plain_weight = model.weight.as_subclass(torch.Tensor).detach().clone()
+    (expected,) = torch.autograd.grad(F.linear(reference, plain_weight, model.bias.detach()).pow(2).sum(), reference)
+    torch.testing.assert_close(grad, expected, rtol=0, atol=0)
+    assert isinstance(model.weight, _TaggedTensor) and model.weight.is_inference()
+    assert model.weight.tensor_type == "F32"
