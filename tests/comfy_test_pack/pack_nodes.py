@@ -2,6 +2,7 @@
 
 This module owns the node schemas: ``L2STest_TinyModel`` turns a family name and a seed into the MODEL, CLIP and VAE
 of :mod:`.tiny_models`, so a test prompt can use stock nodes (CLIPTextEncode, KSampler, VAEDecode, ...) unchanged.
+The model-loading nodes (tiny diffusion-model files, partial loading, a weight probe) are in :mod:`.loading_nodes`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import logging
 
 from comfy_api.latest import ComfyExtension, io
 
+from .loading_nodes import LOADING_NODES
+from .tiny_files import install_detection
 from .tiny_models import build_tiny_models
 from .tiny_specs import FAMILIES
 
@@ -50,8 +53,9 @@ class TinyModelNode(io.ComfyNode):
 
 
 class L2STestPackExtension(ComfyExtension):
-    """Registers the test-pack nodes."""
+    """Registers the test-pack nodes and teaches ComfyUI's model detection the tiny files (:mod:`.tiny_files`)."""
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        """Return the node classes of the test pack."""
-        return [TinyModelNode]
+        """Install the tiny-file detection (idempotent; ComfyUI 0.3.x never calls ``on_load``) and return the nodes."""
+        install_detection()
+        return [TinyModelNode, *LOADING_NODES]

@@ -163,7 +163,13 @@ def _unet_attention_heads(diffusion_model: torch.nn.Module) -> list[tuple[str, i
     return found
 
 
-def _build_model(family: str, spec: dict[str, Any], seed: int) -> tuple[Any, int]:
+def tiny_model_config(family: str) -> Any:
+    """The supported-model config (``comfy.supported_models.*``) of a family's tiny denoiser, fp32 inference.
+
+    Used to build the tiny models here and by :mod:`.tiny_files` to load tiny diffusion-model files through ComfyUI's
+    own loaders (whose detection assumes full-size widths for most families).
+    """
+    spec = get_spec(family)
     config_class = getattr(comfy.supported_models, spec["supported_model"])
     model_config = config_class(spec["unet_config"])
     # The supported-model class overwrote the head settings with the full-size ones: put the tiny ones back.
@@ -171,7 +177,11 @@ def _build_model(family: str, spec: dict[str, Any], seed: int) -> tuple[Any, int
     model_config.set_inference_dtype(torch.float32, None)
     if spec.get("gcd_group_norm", False):
         model_config.custom_operations = GcdGroupNormOps
-    model = model_config.get_model({})
+    return model_config
+
+
+def _build_model(family: str, seed: int) -> tuple[Any, int]:
+    model = tiny_model_config(family).get_model({})
     gen = _generator(seed, "model")
     n = randomize_parameters_(model, gen)
     if getattr(model.diffusion_model, "pos_embed", None) is not None:  # MMDiT: a buffer, allocated with torch.empty
@@ -184,6 +194,11 @@ def _build_model(family: str, spec: dict[str, Any], seed: int) -> tuple[Any, int
         offload_device=comfy.model_management.unet_offload_device(),
     )
     return patcher, n
+
+
+def build_tiny_denoiser(family: str, seed: int) -> Any:
+    """The ModelPatcher of :func:`build_tiny_models` alone (same weights for the same seed), without CLIP and VAE."""
+    return _build_model(family, seed)[0]
 
 
 def _clip_target(family: str) -> Any:
@@ -250,7 +265,7 @@ def build_tiny_models(family: str, seed: int) -> TinyModels:
     """
     spec = get_spec(family)
     start = time.perf_counter()
-    model, n_model = _build_model(family, spec, seed)
+    model, n_model = _build_model(family, seed)
     clip, n_clip = _build_clip(family, spec, seed)
     vae, n_vae = _build_vae(spec["latent_channels"], seed)
     seconds = time.perf_counter() - start

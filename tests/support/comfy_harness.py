@@ -83,6 +83,10 @@ class ComfyServer:
         comfy_path: ComfyUI checkout; default :func:`comfyui_path`.
         python: Interpreter; default :func:`comfyui_python`.
         extra_args: More ``main.py`` arguments (e.g. ``["--cache-none"]``).
+        custom_nodes: More node-pack folders to install (linked into ``custom_nodes`` under their own names), e.g. a
+            checkout of a third-party pack a test needs.
+        cpu: Pass ``--cpu`` (the default). False lets ComfyUI pick its GPU, which flags such as ``--lowvram`` need
+            (ComfyUI refuses them together with ``--cpu``).
         threads: Torch/OpenMP threads of the server process (``OMP_NUM_THREADS``). The default 1 keeps tiny-model
             runs fast on shared machines and makes results independent of the core count (CPU reductions differ in
             the last bits between thread counts). ``L2S_COMFY_THREADS`` overrides the default.
@@ -95,6 +99,8 @@ class ComfyServer:
         comfy_path: str | os.PathLike[str] | None = None,
         python: str | None = None,
         extra_args: list[str] | tuple[str, ...] = (),
+        custom_nodes: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...] = (),
+        cpu: bool = True,
         threads: int | None = None,
         startup_timeout: float = STARTUP_TIMEOUT_S,
         keep_dir: bool = False,
@@ -107,6 +113,8 @@ class ComfyServer:
         self.comfy_path = path
         self.python = python or comfyui_python()
         self.extra_args = list(extra_args)
+        self.custom_nodes = [Path(p).expanduser().resolve() for p in custom_nodes]
+        self.cpu = cpu
         if threads is None:
             threads = int(os.environ.get("L2S_COMFY_THREADS", "1"))
         self.threads = threads
@@ -158,6 +166,8 @@ class ComfyServer:
             (base / sub).mkdir(parents=True, exist_ok=True)
         (base / "custom_nodes" / PACK_LINK_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
         (base / "custom_nodes" / TEST_PACK_LINK_NAME).symlink_to(TEST_PACK_DIR, target_is_directory=True)
+        for pack in self.custom_nodes:
+            (base / "custom_nodes" / pack.name).symlink_to(pack, target_is_directory=True)
         (base / "extra_model_paths.yaml").write_text(
             "l2s_tests:\n"
             f"  base_path: {json.dumps(str(base))}\n"
@@ -169,7 +179,7 @@ class ComfyServer:
 
     def _arguments(self, base: Path) -> list[str]:
         return [
-            "--cpu",
+            *(["--cpu"] if self.cpu else []),
             "--base-directory",
             str(base),
             "--extra-model-paths-config",
