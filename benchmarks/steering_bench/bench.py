@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from .comfy_modules import import_comfy
+from .loading import Placement, configure_dtypes, place_weights
 from .models import DTYPES, MODELS
 from .random_weights import randomize
 
@@ -35,6 +37,8 @@ class Bench:
     subject: tuple[int, ...]
     object: tuple[int, ...]
     parameters: int
+    compute_dtype: torch.dtype
+    placement: Placement
     classifier: Any = None
     channels: int = 0
 
@@ -44,36 +48,37 @@ class Bench:
 
 
 def build_bench(args: argparse.Namespace) -> Bench:
-    """Build the model (under inference mode, like ComfyUI's loaders), conditioning, latent and classifier."""
-    m = import_comfy(args.device)
+    """Build the model (under inference mode, like ComfyUI's loaders), conditioning, latent and classifier.
+
+    The weights are stored in ``args.dtype`` and placed as ``args.vram`` says, the ways ComfyUI loads them
+    (:mod:`.loading`).
+    """
+    m = import_comfy(args.device, args.vram)
     choice = MODELS[args.model]
     device = m.model_management.get_torch_device()
     dtype = DTYPES[args.dtype]
     heads: dict[str, Any] = {}
-    operations = None
+    gcd_group_norm = False
     if args.size == "tiny":
         spec = m.tiny_specs.get_spec(choice.tiny_family)
         config_class = getattr(m.supported_models, spec["supported_model"])
         unet_config = spec["unet_config"]
         heads = spec["heads"]
-        if spec.get("gcd_group_norm", False):
-            operations = m.tiny_models.GcdGroupNormOps
+        gcd_group_norm = bool(spec.get("gcd_group_norm", False))
     else:
         config_class = getattr(m.supported_models, choice.supported_model)
         unet_config = choice.full_config
     model_config = config_class(unet_config)
     model_config.unet_config.update(heads)  # the tiny head layout (the class put the full-size one in)
-    model_config.set_inference_dtype(dtype, None)
-    if operations is not None:
-        model_config.custom_operations = operations
+    compute_dtype = configure_dtypes(m, model_config, dtype, device)
+    if gcd_group_norm:  # the operations ComfyUI picks for these dtypes, with the tiny widths' GroupNorm
+        operations = m.ops.pick_operations(dtype, model_config.manual_cast_dtype)
+        model_config.custom_operations = gcd_group_norm_operations(operations)
     with torch.inference_mode():
         base = model_config.get_model({}, device=device)
         parameters = randomize(base.diffusion_model, args.seed)
         base.to(device)
         base.eval()
-    # calc_cond_batch talks to the model's current patcher (ComfyUI sets it in CFGGuider.outer_sample via pre_run).
-    patcher = m.model_patcher.ModelPatcher(base, load_device=device, offload_device=device)
-    patcher.pre_run()
     layout, patch = m.steering.model_layout(base)
 
     diffusion = base.diffusion_model
@@ -103,15 +108,34 @@ def build_bench(args: argparse.Namespace) -> Bench:
         sigmas = m.samplers.calculate_sigmas(base.model_sampling, "simple", args.steps).to(device)
         x = base.model_sampling.noise_scaling(sigmas[0], noise, torch.zeros_like(noise))
         conds = {"positive": m.sampler_helpers.convert_cond([[context, extras]])}
+    patcher, placement = place_weights(m, base, device, args.vram, args.card_gib, tuple(noise.shape), conds)
+    # calc_cond_batch talks to the model's current patcher (ComfyUI sets it in CFGGuider.outer_sample via pre_run).
+    patcher.pre_run()
+    with torch.inference_mode():
         positive = m.samplers.process_conds(base, noise, conds, device, latent_image=torch.zeros_like(noise),
                                             seed=args.seed)["positive"]
     bench = Bench(m=m, args=args, device=device, base=base, positive=positive, x=x.float(), sigmas=sigmas,
                   model_options=patcher.model_options, patcher=patcher, layout=layout, patch=patch,
                   text_length=text_length, subject=tuple(args.subject), object=tuple(args.object),
-                  parameters=parameters)
+                  parameters=parameters, compute_dtype=compute_dtype, placement=placement)
     bench.channels = _count_channels(bench)
     bench.classifier = _build_classifier(bench, choice.classifier_family)
     return bench
+
+
+def gcd_group_norm_operations(operations: type) -> type:
+    """``operations`` (a ``comfy.ops`` class) whose GroupNorm uses gcd(groups, channels) groups.
+
+    As ``tests/comfy_test_pack/tiny_models.GcdGroupNormOps`` (tiny UNet widths like 40 cannot be split into 32
+    groups), on top of whichever operations ComfyUI picks for the weight and compute dtypes (``manual_cast`` where
+    weights are cast at run time).
+    """
+
+    class GroupNorm(operations.GroupNorm):  # type: ignore[name-defined]
+        def __init__(self, num_groups: int, num_channels: int, *args: Any, **kwargs: Any) -> None:
+            super().__init__(math.gcd(num_groups, num_channels), num_channels, *args, **kwargs)
+
+    return type(f"GcdGroupNorm_{operations.__name__}", (operations,), {"GroupNorm": GroupNorm})
 
 
 def _capture_request(bench: Bench) -> Any:

@@ -11,8 +11,18 @@ from types import SimpleNamespace
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def import_comfy(device: str) -> SimpleNamespace:
-    """Put COMFYUI_PATH on sys.path, select the device, and import the ComfyUI and pack modules the benchmark uses."""
+VRAM_MODES = ("normal", "lowvram", "novram")
+"""ComfyUI's VRAM state: its default, or what its ``--lowvram`` / ``--novram`` flags select."""
+
+
+def import_comfy(device: str, vram: str = "normal") -> SimpleNamespace:
+    """Put COMFYUI_PATH on sys.path, select the device, and import the ComfyUI and pack modules the benchmark uses.
+
+    ``vram`` sets ComfyUI's ``--lowvram`` / ``--novram`` flag in its parsed arguments before ``comfy.model_management``
+    is imported, which is when ComfyUI reads them (its VRAM state is fixed at import).
+    """
+    if vram not in VRAM_MODES:
+        raise ValueError(f"vram must be one of {VRAM_MODES}; got {vram!r}.")
     comfy_path = os.environ.get("COMFYUI_PATH", "").strip()
     if not comfy_path or not (Path(comfy_path) / "comfy").is_dir():
         raise SystemExit(
@@ -26,9 +36,12 @@ def import_comfy(device: str) -> SimpleNamespace:
 
     if device == "cpu":
         comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.lowvram = vram == "lowvram"
+    comfy.cli_args.args.novram = vram == "novram"
     import comfy.ldm.modules.attention
     import comfy.model_management
     import comfy.model_patcher
+    import comfy.ops
     import comfy.sampler_helpers
     import comfy.samplers
     import comfy.supported_models
@@ -44,6 +57,7 @@ def import_comfy(device: str) -> SimpleNamespace:
         attention=comfy.ldm.modules.attention,
         model_management=comfy.model_management,
         model_patcher=comfy.model_patcher,
+        ops=comfy.ops,
         sampler_helpers=comfy.sampler_helpers,
         samplers=comfy.samplers,
         supported_models=comfy.supported_models,
@@ -59,5 +73,4 @@ def import_comfy(device: str) -> SimpleNamespace:
         relations=importlib.import_module(f"{core}.relations"),
         steps=importlib.import_module(f"{core}.steps"),
         tiny_specs=importlib.import_module(f"{PACK_NAME}.tests.comfy_test_pack.tiny_specs"),
-        tiny_models=importlib.import_module(f"{PACK_NAME}.tests.comfy_test_pack.tiny_models"),
     )

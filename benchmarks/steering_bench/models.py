@@ -7,7 +7,10 @@ from typing import Any
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+          "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+"""Weight dtypes. The compute dtype is ComfyUI's choice for that weight dtype on the device (fp8 and, on CPU, fp16 and
+bf16 weights are cast at run time), as when UNETLoader's ``weight_dtype`` names it (see :mod:`.loading`)."""
 
 
 @dataclasses.dataclass(frozen=True)

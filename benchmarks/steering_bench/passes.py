@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -10,8 +11,6 @@ import torch
 from .bench import Bench, pytorch_attention_options, sigma_in
 from .models import MODELS
 from .reference_capture import full_probability_capture_class
-
-MODES = ("steer", "plain_fwd_bwd", "reference")
 
 
 def plain_forward(bench: Bench) -> None:
@@ -41,7 +40,8 @@ def plain_forward_backward(bench: Bench) -> None:
         del grad
 
 
-def _steering_run(bench: Bench, iterations: int, on_iteration: Callable[[], None] | None) -> tuple[Any, Any]:
+def _steering_run(bench: Bench, iterations: int, on_iteration: Callable[[], None] | None,
+                  memory: str) -> tuple[Any, Any]:
     """The node's own per-run steering context (public ``SteeringRun``) and the steered conditioning entry."""
     m = bench.m
     steering, prompts, spatial = m.steering, m.prompts, m.spatial_prompt
@@ -55,39 +55,63 @@ def _steering_run(bench: Bench, iterations: int, on_iteration: Callable[[], None
     # Threshold 0: every iteration updates (the official thresholds would only stop a trained classifier).
     settings = steering.SteeringSettings(last_step=1, step_size=5.0, iterations=iterations, loss_thresholds=(0.0,))
     job = steering.SteeringJob(classifier=bench.classifier, options=steering.SteeringOptions(),
-                               on_iteration=on_iteration)
+                               on_iteration=on_iteration, memory=memory)
     window = m.steps.ScheduleWindow.from_noise(len(bench.sigmas) - 1)
     return steering.SteeringRun.start(bench.base, bench.model_options, job, settings, window), steered
 
 
-def steering_iterations(bench: Bench, iterations: int,
-                        on_iteration: Callable[[], None] | None = None) -> list[str]:
-    """(2)/(a) ``iterations`` iterations of the pack's steering step at step 0; returns the stop reasons."""
-    run, steered = _steering_run(bench, iterations, on_iteration)
+def steering_iterations(bench: Bench, iterations: int, on_iteration: Callable[[], None] | None = None,
+                        memory: str = "auto") -> list[str]:
+    """(2)/(a) ``iterations`` iterations of the pack's steering step at step 0; returns the stop reasons.
+
+    ``memory`` is the steering node's ``memory`` input: "fast" keeps every block's activations for the backward,
+    "low" recomputes each block in the backward, "auto" chooses by what ComfyUI reports free.
+    """
+    run, steered = _steering_run(bench, iterations, on_iteration, memory)
     run.steer(bench.x, bench.sigmas, 0, steered)
     return [step.stopped for step in run.job.trace.steps]
 
 
-def steering_iteration(bench: Bench) -> None:
+def steering_iteration(bench: Bench, memory: str = "auto") -> None:
     """(2)/(a) One iteration of the pack's steering step, run to its end."""
-    stops = steering_iterations(bench, 1)
+    stops = steering_iterations(bench, 1, memory=memory)
     if stops != ["iterations"]:
         raise RuntimeError(f"The steering iteration did not run to the end: {stops}.")
 
 
 def reference_iteration(bench: Bench) -> None:
-    """(c) The steering iteration with a capture that materialises every attention call's full probabilities."""
+    """(c) The steering iteration with a capture that materialises every attention call's full probabilities.
+
+    Without recomputation (``memory`` fast), as the official code keeps everything for its backward.
+    """
     steering = bench.m.steering
     original = steering.AttentionCapture
     steering.AttentionCapture = full_probability_capture_class(bench.m.capture)
     try:
-        steering_iteration(bench)
+        steering_iteration(bench, memory="fast")
     finally:
         steering.AttentionCapture = original
 
 
+STEERING_MEMORY = ("auto", "fast", "low")
+"""The steering node's ``memory`` input values (``l2s_core.recompute.MEMORY_MODES``)."""
+
+
+def steer_mode(memory: str) -> str:
+    """The measured mode of a steering iteration with this ``memory`` input, e.g. "steer_low"."""
+    return f"steer_{memory}"
+
+
 MODE_FUNCTIONS: dict[str, Callable[[Bench], None]] = {
-    "steer": steering_iteration,
+    "plain": plain_forward,
+    **{steer_mode(memory): functools.partial(steering_iteration, memory=memory) for memory in STEERING_MEMORY},
     "plain_fwd_bwd": plain_forward_backward,
     "reference": reference_iteration,
 }
+"""Every measurable pass: (p) plain sampling's forward, (a) a steering iteration per ``memory`` input, (b) the
+plain forward+backward, (c) the full-probability reference."""
+
+
+def measured_modes(memory: tuple[str, ...], lean: bool) -> tuple[str, ...]:
+    """The memory figures of a run: plain sampling, a steering iteration per ``memory``, unless ``lean`` (b), (c)."""
+    return ("plain", *(steer_mode(m) for m in memory), *(() if lean else ("plain_fwd_bwd", "reference")))
