@@ -98,18 +98,23 @@ def _plain(value: Any) -> Any:
 
 
 class _Pristine:
-    """Copies of a block's tensor arguments as they were before its forward, kept for the ones it changed in place.
+    """Copies of a block's keyword tensor arguments as they were before its forward, kept for those it changed in place.
 
-    Some blocks update an input in place (FLUX's single-stream block ends with ``x += ...``), and callers may rely on
-    seeing that (the forward runs on their own tensors, as without recomputation). The recomputation must start from
-    the values before the update, so a copy is taken before the forward and kept only if the tensor's version changed.
-    Which arguments a block updates is a property of its code: ``only`` limits the copies to those, once known.
+    Some blocks update an input in place (FLUX's double-stream block does ``txt += ...`` on its ``txt`` keyword
+    argument), and callers may rely on seeing that (the forward runs on their own tensors, as without
+    recomputation). The recomputation must start from the values before the update, so a copy is taken before the
+    forward and kept only if the tensor's version changed. Which arguments a block updates is a property of its
+    code: ``only`` limits the copies to those, once known.
+
+    Positional tensors need no copy: the checkpoint saves them for the backward like any saved tensor, and under
+    ``torch.autograd.graph.allow_mutation_on_saved_tensors`` (which a block updating a saved tensor needs anyway,
+    with or without recomputation) the saved value is the one from before the update.
     """
 
-    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any], only: set[int | str] | None = None) -> None:
+    def __init__(self, kwargs: dict[str, Any], only: set[str] | None = None) -> None:
         # key -> (the caller's tensor, its version before the forward, a copy of its value and requires_grad then)
-        self.copies: dict[int | str, tuple[torch.Tensor, int, torch.Tensor]] = {}
-        for key, value in [*enumerate(args), *kwargs.items()]:
+        self.copies: dict[str, tuple[torch.Tensor, int, torch.Tensor]] = {}
+        for key, value in kwargs.items():
             if isinstance(value, torch.Tensor) and value.is_floating_point() and (only is None or key in only):
                 self.copies[key] = (value, value._version, value.detach().clone().requires_grad_(value.requires_grad))
 
@@ -117,9 +122,9 @@ class _Pristine:
         """Drop the copies of the tensors the forward did not change."""
         self.copies = {k: c for k, c in self.copies.items() if c[0]._version != c[1]}
 
-    def restored(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The arguments with each changed tensor replaced by a fresh copy of its value before the forward."""
-        def pick(key: int | str, value: Any) -> Any:
+    def restored(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments with each changed tensor replaced by a fresh copy of its value before the forward."""
+        def pick(key: str, value: Any) -> Any:
             kept = self.copies.get(key)
             if kept is None:
                 return value
@@ -128,12 +133,12 @@ class _Pristine:
             copy = kept[2]
             return copy.detach().clone().requires_grad_(copy.requires_grad)
 
-        return (tuple(pick(i, a) for i, a in enumerate(args)), {k: pick(k, v) for k, v in kwargs.items()})
+        return {k: pick(k, v) for k, v in kwargs.items()}
 
 
 def _recomputing(forward: Callable[..., Any], replay: ReplayFactory | None) -> Callable[..., Any]:
     """``forward`` run under non-reentrant checkpointing whenever gradients are being recorded."""
-    updated: set[int | str] | None = None  # the arguments the block updates in place (known after its first forward)
+    updated: set[str] | None = None  # the keyword arguments the block updates in place (known after its first forward)
 
     @functools.wraps(forward)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -142,7 +147,8 @@ def _recomputing(forward: Callable[..., Any], replay: ReplayFactory | None) -> C
         restore = replay() if replay is not None else contextlib.nullcontext
         frozen_args = tuple(_snapshot(a) for a in args)
         frozen_kwargs = {k: _snapshot(v) for k, v in kwargs.items()}
-        pristine = _Pristine(args, kwargs, updated)
+        pristine = _Pristine(kwargs, updated)
+        wants_grad = tuple(isinstance(a, torch.Tensor) and a.requires_grad for a in args)  # before any update
         calls = 0
 
         def body(*a: Any, **k: Any) -> Any:
@@ -155,8 +161,10 @@ def _recomputing(forward: Callable[..., Any], replay: ReplayFactory | None) -> C
                     updated = set(pristine.copies)
                 return out
             # the backward's recomputation: the block's arguments and side channels as they were at the forward
-            again_args, again_kwargs = pristine.restored(tuple(_snapshot(x) for x in frozen_args),
-                                                         {n: _snapshot(v) for n, v in frozen_kwargs.items()})
+            # positional tensors: what the checkpoint saved (their values before any update in place)
+            again_args = tuple(x.detach().requires_grad_(grad) if isinstance(x, torch.Tensor) and x.is_floating_point()
+                               else _snapshot(frozen) for x, frozen, grad in zip(a, frozen_args, wants_grad, strict=True))
+            again_kwargs = pristine.restored({n: _snapshot(v) for n, v in frozen_kwargs.items()})
             with restore():
                 out = forward(*(_rebinding(a) for a in again_args),
                               **{n: _rebinding(v) for n, v in again_kwargs.items()})

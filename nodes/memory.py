@@ -1,8 +1,8 @@
 """Memory of the steering forwards inside ComfyUI: which blocks are recomputed, and what ``auto`` decides.
 
 The core (:mod:`l2s_core.recompute`) does the recomputation and the counting; this module knows ComfyUI's models:
-the blocks worth recomputing are the UNet's residual and transformer blocks (SD1.x, SD2.x, SDXL), FLUX's double- and
-single-stream blocks and SD3's joint blocks, each called as a module by its parent. ``auto`` compares what a pass
+the blocks worth recomputing are the UNet's residual blocks and transformer layers (SD1.x, SD2.x, SDXL), FLUX's
+double- and single-stream blocks and SD3's joint blocks, each called as a module by its parent. ``auto`` compares what a pass
 without recomputation would keep for its backward (counted once per run on the real model and latent) with the free
 memory ComfyUI reports for the device.
 """
@@ -21,9 +21,13 @@ from ..l2s_core.recompute import needs_recomputation, saved_tensor_bytes
 
 logger = logging.getLogger(__name__)
 
-RECOMPUTED_BLOCKS = frozenset({"ResBlock", "SpatialTransformer", "DoubleStreamBlock", "SingleStreamBlock",
+RECOMPUTED_BLOCKS = frozenset({"ResBlock", "BasicTransformerBlock", "DoubleStreamBlock", "SingleStreamBlock",
                                "JointBlock"})
-"""Class names (or base class names) of the blocks whose inside is recomputed in the backward."""
+"""Class names (or base class names) of the blocks whose inside is recomputed in the backward.
+
+UNets are recomputed per transformer layer (``BasicTransformerBlock``), not per ``SpatialTransformer``: SDXL stacks
+up to 10 layers in one, and recomputing them as one unit keeps all ten layers' activations (and cast weights) alive
+together during its backward (SDXL 1024 px fp8: 1.42x the plain peak instead of 1.18x)."""
 
 GIB = 1024 ** 3
 
