@@ -18,24 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from steering_bench.models import MODELS  # benchmarks/ is on sys.path (the entry points' folder)
 
-_SD_UNET: dict[str, Any] = {
-    "use_checkpoint": False,
-    "image_size": 32,
-    "out_channels": 4,
-    "use_spatial_transformer": True,
-    "legacy": False,
-    "adm_in_channels": None,
-    "in_channels": 4,
-    "model_channels": 320,
-    "num_res_blocks": [2, 2, 2, 2],
-    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
-    "channel_mult": [1, 2, 4, 4],
-    "transformer_depth_middle": 1,
-    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-    "use_temporal_attention": False,
-    "use_temporal_resblock": False,
-}
+_CONFIGS = {key: choice.full_config for key, choice in MODELS.items()}
+"""Detect-style configs of the released models, shared with the steering benchmark."""
 
 
 @dataclass(frozen=True)
@@ -67,28 +53,15 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {a.key: a for a in (
-    Architecture("sd15", "SD1.5", "SD15", {**_SD_UNET, "use_linear_in_transformer": False, "context_dim": 768},
+    Architecture("sd15", "SD1.5", "SD15", _CONFIGS["sd15"],
                  77, torch.float16, 2, "sd14"),
-    Architecture("sd21", "SD2.1", "SD20", {**_SD_UNET, "use_linear_in_transformer": True, "context_dim": 1024},
+    Architecture("sd21", "SD2.1", "SD20", _CONFIGS["sd21"],
                  77, torch.float16, 2, "sd2",
                  note="SD2.1 768-v and 512-base are the same network (ComfyUI's SD20: 64-dim heads); run at 512 px"),
-    Architecture("sdxl", "SDXL", "SDXL", {
-        **_SD_UNET, "num_classes": "sequential", "adm_in_channels": 2816, "num_res_blocks": [2, 2, 2],
-        "channel_mult": [1, 2, 4], "transformer_depth": [0, 0, 2, 2, 10, 10], "transformer_depth_middle": 10,
-        "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "use_linear_in_transformer": True,
-        "context_dim": 2048}, 77, torch.float16, 2, "sd2", note="SDXL base"),
-    Architecture("sd3", "SD3-medium", "SD3", {
-        "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": 24, "input_size": None,
-        "adm_in_channels": 2048,
-        "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 1536}},
-        "num_patches": 36864, "pos_embed_max_size": 192, "pos_embed_scaling_factor": None,
-        "x_block_self_attn_layers": []}, 154, torch.float16, 2, "sd2",
+    Architecture("sdxl", "SDXL", "SDXL", _CONFIGS["sdxl"], 77, torch.float16, 2, "sd2", note="SDXL base"),
+    Architecture("sd3", "SD3-medium", "SD3", _CONFIGS["sd3"], 154, torch.float16, 2, "sd2",
         note="text axis 77 CLIP + 77 T5 tokens (ComfyUI's SD3 tokenizer minimum)"),
-    Architecture("flux_dev", "FLUX.1-dev", "Flux", {
-        "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2, "vec_in_dim": 768,
-        "context_in_dim": 4096, "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": 19,
-        "depth_single_blocks": 38, "axes_dim": [16, 56, 56], "theta": 10000, "qkv_bias": True,
-        "guidance_embed": True}, 512, torch.bfloat16, 1, "flux_dev",
+    Architecture("flux_dev", "FLUX.1-dev", "Flux", _CONFIGS["flux_dev"], 512, torch.bfloat16, 1, "flux_dev",
         note="T5 padded to 512 tokens (the pack's FLUX text length); guidance-distilled, CFG 1: batch 1"),
 )}
 
