@@ -43,6 +43,9 @@ class SteeringSettings:
 class SteeringOptions:
     """The node's steering inputs; ``None`` means "the steering recipe of the classifier's family".
 
+    ``steered_share`` (used only when ``last_step`` is None) keeps the first part of the recipe's steered range,
+    rounded to whole steps with at least one kept: 0.5 steers the first 5 of the 10 steps the recipe steers.
+
     Resolved per run by :meth:`resolve`, because the number of steps is known only when sampling starts.
     """
 
@@ -51,6 +54,12 @@ class SteeringOptions:
     iterations: int | None = None
     early_stop_probability: float | None = None
     update_rule: UpdateRule = OFFICIAL_UPDATE
+    steered_share: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.steered_share is not None and not 0 < self.steered_share <= 1:
+            raise ValueError(f"steered_share must be in (0, 1] or None (all of the default range); got "
+                             f"{self.steered_share!r}.")
 
     def resolve(self, num_steps: int, family: str, window: ScheduleWindow | None = None) -> SteeringSettings:
         """Fill the unset fields from the family's steering recipe, scaled to a ``num_steps`` schedule.
@@ -70,6 +79,8 @@ class SteeringOptions:
         last_step = self.last_step
         if last_step is None:
             last_step = window.default_steered_steps(recipe.last_step, recipe.num_steps)
+            if self.steered_share is not None and last_step > 0:
+                last_step = max(1, round(last_step * self.steered_share))
         return SteeringSettings(
             last_step=min(last_step, num_steps),
             step_size=recipe.step_size if self.step_size is None else self.step_size,

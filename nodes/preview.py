@@ -78,7 +78,7 @@ def _plot(trace: SteeringTrace, sample: int, width: int) -> Image.Image:
 
 
 NOTHING_STEERED = (
-    "No step was steered: steering was off (last_steered_step 0), or, with the SAMPLER node, the preview ran before "
+    "No step was steered: steering was off (mode off, or custom with 0 steered steps), or, with the SAMPLER node, the preview ran before "
     "sampling - connect the decoded image of that sampler's output to 'image'."
 )
 

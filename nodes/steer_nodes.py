@@ -12,6 +12,7 @@ import latent_preview
 from comfy_api.latest import io, ui
 
 from ..l2s_core.checkpoint import LoadedClassifier
+from ..l2s_core.presets import STEERING_MODES, CustomValues, mode_options
 from ..l2s_core.recompute import MEMORY_MODES
 from ..l2s_core.steps import ScheduleWindow, full_steps_for_denoise
 from .steering import SteeringJob, SteeringOptions, SteeringSettings, steering_sampler
@@ -19,29 +20,35 @@ from .types import CATEGORY, RelationClassifierType, SteeringTraceType
 
 
 def steering_inputs() -> list[io.Input]:
-    """The steering settings shared by both nodes; 0 / -1 mean 'the steering recipe of the classifier's family'."""
+    """The steering settings shared by both nodes: a mode, and the explicit numbers of ``custom`` mode."""
     return [
-        io.Int.Input(
-            "last_steered_step", default=-1, min=-1, max=10000,
-            tooltip="Steer denoising steps 0 .. this-1. -1 = the official preset scaled to your step count (first "
-            "half of the schedule for SD and FLUX-dev, only the first step for FLUX-schnell); with denoise < 1, the "
-            "part of that range the shortened schedule still covers (none at denoise 0.5 or lower). 0 turns "
-            "steering off.",
-        ),
-        io.Float.Input(
-            "step_size", default=0.0, min=0.0, max=1000.0, step=0.1,
-            tooltip="Gradient step on the latent per iteration. 0 = the family's default (official: 5, 7.5 for SD1.x; "
-            "1 for the toy world).",
+        io.Combo.Input(
+            "mode", options=list(STEERING_MODES), default="official",
+            tooltip="official: the published loop (16 passes on each of the first half of the steps), to reproduce "
+            "the paper. fast: stops each step once the classifier is fairly sure, far fewer passes. quality: the "
+            "official range with updates that keep the latent at the noise level the sampler expects. custom: the "
+            "four numbers below. off: no steering (plain sampling, for comparisons). The numbers below are used "
+            "only in custom mode.",
         ),
         io.Int.Input(
-            "iterations", default=0, min=0, max=200,
-            tooltip="Forward/backward passes per steered step. 0 = official (16). Each costs about one denoiser "
-            "forward and backward.",
+            "last_steered_step", display_name="steered steps", default=10, min=0, max=10000,
+            tooltip="custom mode: steer denoising steps 0 .. this-1 (official: half of the steps, e.g. 10 of 20). "
+            "0 = none.",
         ),
         io.Float.Input(
-            "early_stop_probability", default=0.0, min=0.0, max=1.0, step=0.01,
-            tooltip="Stop a step's iterations once the classifier gives the requested relation this probability "
-            "(e.g. 0.9): much faster, usually as good. 0 = off (official behaviour).",
+            "step_size", default=5.0, min=0.0, max=1000.0, step=0.1,
+            tooltip="custom mode: gradient step on the latent per iteration (official: 5; 7.5 for SD1.x; 1 for the "
+            "toy world).",
+        ),
+        io.Int.Input(
+            "iterations", default=16, min=0, max=200,
+            tooltip="custom mode: forward/backward passes per steered step at most (official: 16). Each costs about "
+            "one denoiser forward and backward.",
+        ),
+        io.Float.Input(
+            "early_stop_probability", display_name="early stop p", default=1.0, min=0.01, max=1.0, step=0.01,
+            tooltip="custom mode: a step's iterations stop once the classifier gives the requested relation this "
+            "probability (e.g. 0.9: much faster, usually as good). 1.0 = only the official stop (p > 0.99999).",
         ),
         io.Combo.Input(
             "memory", options=list(MEMORY_MODES), default="auto", optional=True,
@@ -53,14 +60,12 @@ def steering_inputs() -> list[io.Input]:
     ]
 
 
-def steering_options(last_steered_step: int, step_size: float, iterations: int,
+def steering_options(mode: str, last_steered_step: int, step_size: float, iterations: int,
                      early_stop_probability: float) -> SteeringOptions:
-    return SteeringOptions(
-        last_step=None if last_steered_step < 0 else last_steered_step,
-        step_size=None if step_size <= 0 else step_size,
-        iterations=None if iterations <= 0 else iterations,
-        early_stop_probability=None if early_stop_probability <= 0 else early_stop_probability,
-    )
+    """The options of the node's mode; the four numbers count only in ``custom`` mode."""
+    custom = (CustomValues(last_steered_step, step_size, iterations, early_stop_probability) if mode == "custom"
+              else None)
+    return mode_options(mode, custom)
 
 
 class _Progress:
@@ -123,8 +128,9 @@ class LearnedSpatialSteer(io.ComfyNode):
                                tooltip="The noise schedule."),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="How much of the schedule to run (1.0 = from pure noise). Below 1 the "
-                               "classifier reads the steps at their real noise level, and the default steers less "
-                               "(see last_steered_step)."),
+                               "classifier reads the steps at their real noise level, and the preset modes steer "
+                               "the part of their range the shortened schedule still covers (none at denoise 0.5 "
+                               "or lower with official)."),
                 *steering_inputs(),
             ],
             outputs=[
@@ -150,7 +156,7 @@ class LearnedSpatialSteer(io.ComfyNode):
     @classmethod
     def execute(cls, model: io.Model.Type, classifier: LoadedClassifier, positive: Any, negative: Any,
                 latent_image: io.Latent.Type, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
-                denoise: float, last_steered_step: int, step_size: float, iterations: int,
+                denoise: float, mode: str, last_steered_step: int, step_size: float, iterations: int,
                 early_stop_probability: float, memory: str = "auto") -> io.NodeOutput:
         invalid = cls.validate_inputs(sampler_name, scheduler)  # linked names are only known now
         if invalid is not True:
@@ -161,8 +167,7 @@ class LearnedSpatialSteer(io.ComfyNode):
                                          scheduler=scheduler, denoise=denoise,
                                          model_options=model.model_options).sigmas
         progress = _Progress(model, steps)
-        job = SteeringJob(classifier, steering_options(last_steered_step, step_size, iterations,
-                                                       early_stop_probability),
+        job = SteeringJob(classifier, steering_options(mode, last_steered_step, step_size, iterations, early_stop_probability),
                           on_iteration=progress.on_iteration, on_start=progress.on_start, memory=memory,
                           window=ScheduleWindow.tail(steps, full_steps_for_denoise(steps, denoise))
                           if denoise > 0 else None)
@@ -201,8 +206,8 @@ class LearnedSpatialSteerSampler(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, classifier: LoadedClassifier, sampler: io.Sampler.Type, last_steered_step: int, step_size: float,
-                iterations: int, early_stop_probability: float, memory: str = "auto") -> io.NodeOutput:
-        job = SteeringJob(classifier, steering_options(last_steered_step, step_size, iterations,
-                                                       early_stop_probability), memory=memory)
+    def execute(cls, classifier: LoadedClassifier, sampler: io.Sampler.Type, mode: str, last_steered_step: int,
+                step_size: float, iterations: int, early_stop_probability: float, memory: str = "auto") -> io.NodeOutput:
+        job = SteeringJob(classifier, steering_options(mode, last_steered_step, step_size, iterations, early_stop_probability),
+                          memory=memory)
         return io.NodeOutput(steering_sampler(job, sampler), job.trace)

@@ -149,7 +149,7 @@ def plan_steered_steps(positive: Sequence[dict[str, Any]], x: torch.Tensor, sigm
             f"The Spatial Prompt Encode conditioning is not active at any steered step (steps {steps[0]}.."
             f"{steps[-1]}, sigma {float(sigmas[steps[0]]):.4g} down to {float(sigmas[steps[-1]]):.4g}; {ranges}). "
             "Steering acts on the early, noisy steps, where the layout forms. Change the ConditioningSetTimestepRange "
-            "on the Spatial Prompt Encode output so that it starts at 0.0 (the start of sampling), or set "
-            "last_steered_step to reach the steps where it is active."
+            "on the Spatial Prompt Encode output so that it starts at 0.0 (the start of sampling), or use custom "
+            "mode with enough steered steps to reach the steps where it is active."
         )
     return plan

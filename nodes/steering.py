@@ -364,8 +364,8 @@ def _note_unsteered(job: SteeringJob, settings: SteeringSettings, window: Schedu
                 "steps follow that run")
         if job.options.last_step is None:
             note += (f"; the official range covers {settings.last_step} of them"
-                     + (" (nothing is steered: the layout comes from the input latent; set last_steered_step to "
-                        "steer anyway)" if settings.last_step == 0 else ""))
+                     + (" (nothing is steered: the layout comes from the input latent; use custom mode "
+                        "to steer anyway)" if settings.last_step == 0 else ""))
         job.trace.notes.append(note)
     skipped = [s for s in candidates if s not in plan]
     if skipped:

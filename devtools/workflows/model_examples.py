@@ -20,12 +20,19 @@ PROMPT = "a photo of a dog to the right of a teddy bear"
 SEED = 42  # the official run.py seeds everything with 42
 
 
+def steering_widgets(steered_steps: int, step_size: float = 5.0) -> dict[str, Any]:
+    """The steering widgets of an example: official mode, with the custom numbers at the official values."""
+    return {"mode": "official", "last_steered_step": steered_steps, "step_size": step_size, "iterations": 16,
+            "early_stop_probability": 1.0}
+
+
 def _steer_inputs(model: Out, classifier: Out, positive: Out, negative: Out, latent: Out, steps: int, cfg: float,
-                  sampler: str, scheduler: str) -> dict[str, Any]:
+                  sampler: str, scheduler: str, step_size: float = 5.0, steered_steps: int | None = None
+                  ) -> dict[str, Any]:
     return {"model": model, "classifier": classifier, "positive": positive, "negative": negative,
             "latent_image": latent, "seed": SEED, "steps": steps, "cfg": cfg, "sampler_name": sampler,
-            "scheduler": scheduler, "denoise": 1.0, "last_steered_step": -1, "step_size": 0.0, "iterations": 0,
-            "early_stop_probability": 0.0}
+            "scheduler": scheduler, "denoise": 1.0,
+            **steering_widgets((steps + 1) // 2 if steered_steps is None else steered_steps, step_size)}
 
 
 def _outputs(w: Workflow, x: float, latent: Out, vae: Out, trace: Out) -> None:
@@ -38,7 +45,8 @@ def _outputs(w: Workflow, x: float, latent: Out, vae: Out, trace: Out) -> None:
 
 def checkpoint_workflow(name: str, *, title: str, model: str, ckpt: str, ckpt_source: str, classifier: str,
                         classifier_lines: list[str], side: int, steps: int, cfg: float, sampler: str, scheduler: str,
-                        latent_class: str, settings_lines: list[str], settings: str) -> Workflow:
+                        latent_class: str, settings_lines: list[str], settings: str, step_size: float = 5.0
+                        ) -> Workflow:
     """SD1.x / SD2.x / SDXL / SD3 from one checkpoint file: the all-in-one Learned Spatial Steer node."""
     w = Workflow(name, title, model, settings, ("Load Checkpoint", "Spatial Prompt Encode", "Learned Spatial Steer",
                                                 "VAE Decode", "Save Image + Attention Preview"))
@@ -52,7 +60,7 @@ def checkpoint_workflow(name: str, *, title: str, model: str, ckpt: str, ckpt_so
                 title="CLIP Text Encode (negative)", size=(420, 150), colour=NEGATIVE_COLOUR)
     steer = w.add("L2S_LearnedSpatialSteer", (880, 0),
                   _steer_inputs(Out(ckpt_node, 0), Out(clf, 0), Out(pos, 0), Out(neg, 0), Out(latent, 0), steps, cfg,
-                                sampler, scheduler), size=(340, 470), colour=STEER_COLOUR)
+                                sampler, scheduler, step_size), size=(340, 470), colour=STEER_COLOUR)
     _outputs(w, 1280, Out(steer, 0), Out(ckpt_node, 2), Out(steer, 1))
     w.note(note_markdown(title, f"{model} with Learned Spatial Steer: the first denoising steps are steered until the relation "
                  "classifier reads the requested relation from the model's own attention; then the sampler finishes "
@@ -104,7 +112,7 @@ def flux_workflow(name: str, *, title: str, model: str, unet: str, unet_source: 
                 title="Negative (unused at CFG 1)", size=(420, 26), colour=NEGATIVE_COLOUR)
     steer = w.add("L2S_LearnedSpatialSteer", (880, 0),
                   _steer_inputs(model_out, Out(clf, 0), positive, Out(neg, 0), Out(latent, 0), steps, 1.0, "euler",
-                                "simple"), size=(340, 470), colour=STEER_COLOUR)
+                                "simple", steered_steps=1 if guidance is None else None), size=(340, 470), colour=STEER_COLOUR)
     _outputs(w, 1280, Out(steer, 0), Out(vae, 0), Out(steer, 1))
     w.note(note_markdown(title, f"{model} with Learned Spatial Steer: the first denoising steps are steered until the relation "
                  "classifier reads the requested relation from the model's own attention; then the sampler finishes "
@@ -123,7 +131,7 @@ SD_SETTINGS = "512x512, 50 steps, CFG 7.5, sampler `ddim` + scheduler `ddim_unif
 def workflow_sd15() -> Workflow:
     return checkpoint_workflow(
         "l2s_sd15", title="Learn-to-Steer: SD1.5", model="Stable Diffusion 1.5",
-        ckpt="v1-5-pruned-emaonly.safetensors", ckpt_source=SD15_SOURCE, classifier="sd14.pth",
+        ckpt="v1-5-pruned-emaonly.safetensors", ckpt_source=SD15_SOURCE, classifier="sd14.pth", step_size=7.5,
         classifier_lines=official_classifier_lines("sd14.pth", "Stable Diffusion 1.4 (same architecture as 1.5)"),
         side=512, steps=50, cfg=7.5, sampler="ddim", scheduler="ddim_uniform", latent_class="EmptyLatentImage",
         settings_lines=[f"Official SD1.4 run: {SD_SETTINGS}.",
@@ -262,8 +270,7 @@ def workflow_sampler_custom() -> Workflow:
                    size=(340, 46))
     select = w.add("KSamplerSelect", (880, 230), {"sampler_name": "euler"}, size=(340, 58))
     steer = w.add("L2S_LearnedSpatialSteerSampler", (880, 340),
-                  {"classifier": Out(clf, 0), "sampler": Out(select, 0), "last_steered_step": -1, "step_size": 0.0,
-                   "iterations": 0, "early_stop_probability": 0.0}, size=(340, 170), colour=STEER_COLOUR)
+                  {"classifier": Out(clf, 0), "sampler": Out(select, 0), **steering_widgets(25)}, size=(340, 170), colour=STEER_COLOUR)
     sigmas = w.add("BasicScheduler", (880, 560), {"model": Out(sampling, 0), "scheduler": "simple", "steps": 50,
                                                   "denoise": 1.0}, size=(340, 106))
     sampler = w.add("SamplerCustomAdvanced", (1280, 0),

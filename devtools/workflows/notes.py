@@ -42,6 +42,7 @@ def trained_classifier_lines(file: str, model: str) -> list[str]:
     ]
 
 
-STEER_DEFAULTS = ("Steering widgets `-1 / 0 / 0 / 0` = the steering recipe of the classifier's family (the published "
-                  "one for the official classifiers), scaled to your step count. `early_stop_probability` 0.9 is "
-                  "much faster and usually as good.")
+STEER_DEFAULTS = ("`mode` official = the published steering of the classifier's family, scaled to your step count; "
+                  "`fast` takes far fewer passes, `quality` keeps the image cleaner, `off` samples without steering. "
+                  "The four numbers below the mode count only in `custom` mode; they start at the official values "
+                  "of this graph.")

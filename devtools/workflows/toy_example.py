@@ -18,9 +18,9 @@ TOY_SEED = 0  # the first seed, not a hand-picked one (the demo runs seeds 0..3 
 TOY_SAMPLING: dict[str, Any] = {"seed": TOY_SEED, "steps": 20, "cfg": 8.0, "sampler_name": "ddim",
                                 "scheduler": "ddim_uniform", "denoise": 1.0}
 """The toy example's sampler settings, shared by its KSampler and its Learned Spatial Steer."""
-TOY_STEERING: dict[str, Any] = {"last_steered_step": -1, "step_size": 0.0, "iterations": 0,
-                                "early_stop_probability": 0.0}
-"""The toy example's steering widgets (-1 / 0 = the recipe of the classifier's family): tune them here."""
+TOY_STEERING: dict[str, Any] = {"mode": "official", "last_steered_step": 10, "step_size": 1.0, "iterations": 16,
+                                "early_stop_probability": 1.0}
+"""The toy example's steering widgets: official mode; the custom numbers start at the toy recipe's values."""
 
 
 def _toy_recipe() -> Any:

@@ -116,8 +116,9 @@ def test_ui_graph_converts_to_its_api_twin(name: str) -> None:
 def test_converter_maps_widgets_by_position_and_catches_a_wrong_count() -> None:
     graph = ui("l2s_sd15")
     steer = next(n for n in graph["nodes"] if n["type"] == "L2S_LearnedSpatialSteer")
-    # seed, control_after_generate, steps, cfg, sampler, scheduler, denoise, then the five steering widgets
-    assert steer["widgets_values"] == [42, "fixed", 50, 7.5, "ddim", "ddim_uniform", 1.0, -1, 0.0, 0, 0.0, "auto"]
+    # seed, control_after_generate, steps, cfg, sampler, scheduler, denoise, then the six steering widgets
+    assert steer["widgets_values"] == [42, "fixed", 50, 7.5, "ddim", "ddim_uniform", 1.0, "official", 25, 7.5, 16,
+                                       1.0, "auto"]
     steer["widgets_values"].pop(1)  # without the frontend-only control value the positions shift
     with pytest.raises(ValueError, match="widget values"):
         ui_to_api(graph, SNAPSHOT)
@@ -179,8 +180,11 @@ def test_workflow_carries_the_promised_settings(name: str) -> None:
     assert (latent["width"], latent["height"], latent["batch_size"]) == (side, side, 1)
     steer_class = "L2S_LearnedSpatialSteerSampler" if name == "l2s_sampler_custom" else "L2S_LearnedSpatialSteer"
     steer = one(prompt, steer_class)
-    assert (steer["last_steered_step"], steer["step_size"], steer["iterations"], steer["early_stop_probability"]) == (
-        -1, 0.0, 0, 0.0), "the examples use the official steering preset"
+    assert steer["mode"] == "official", "the examples use the official steering"
+    official_steps = 1 if name == "l2s_flux_schnell" else (steps + 1) // 2
+    assert (steer["last_steered_step"], steer["iterations"], steer["early_stop_probability"]) == (
+        official_steps, 16, 1.0), "custom mode starts at the official values of the graph"
+    assert steer["step_size"] == (7.5 if name == "l2s_sd15" else 5.0)
     if name == "l2s_sampler_custom":
         assert one(prompt, "KSamplerSelect")["sampler_name"] == sampler
         assert one(prompt, "BasicScheduler")["scheduler"] == scheduler
@@ -265,7 +269,8 @@ def test_toy_workflow_compares_one_seed_with_and_without_steering_on_the_shipped
     assert (steer["seed"], steer["steps"], steer["cfg"], steer["sampler_name"], steer["scheduler"]) == (
         TOY_SEED, 20, 8.0, "ddim", "ddim_uniform")
     assert {k: steer[k] for k in TOY_STEERING} == TOY_STEERING == {
-        "last_steered_step": -1, "step_size": 0.0, "iterations": 0, "early_stop_probability": 0.0}
+        "mode": "official", "last_steered_step": 10, "step_size": 1.0, "iterations": 16,
+        "early_stop_probability": 1.0}
     loader = next(k for k, v in prompt.items() if v["class_type"] == "L2S_LoadToyWorld")
     assert plain["model"] == [loader, 0] and one(prompt, "CLIPTextEncode")["clip"] == [loader, 1]
     assert all(n["inputs"]["vae"] == [loader, 2] for n in nodes_of(prompt, "VAEDecode"))
@@ -351,7 +356,7 @@ def tiny_prompt(name: str, classifier_file: str) -> dict[str, Any]:
         if kind in ("KSampler", "L2S_LearnedSpatialSteer", "BasicScheduler"):
             inputs["steps"] = 3
         if kind in STEER_CLASSES:
-            inputs["last_steered_step"], inputs["iterations"] = 1, 1
+            inputs["mode"], inputs["last_steered_step"], inputs["iterations"] = "custom", 1, 1
         if kind == "L2S_LoadRelationClassifier":
             inputs["classifier_name"] = classifier_file
     return prompt

@@ -71,10 +71,13 @@ def write_classifier(folder: Path, name: str, tiny_family: str, *, official: boo
 
 
 def steer_prompt(family: str, classifier_file: str, prefix: str, *, text: str = TEXT, steps: int = 4,
-                 last_steered_step: int = 2, iterations: int = 3, step_size: float = 0.0, batch: int = 1,
-                 sampler: str = "euler", seed: int = 0, side: int | None = None, memory: str = "auto"
-                 ) -> dict[str, Any]:
-    """Tiny model -> Spatial Prompt Encode -> Learned Spatial Steer -> SaveLatent + VAEDecode -> Attention Preview."""
+                 last_steered_step: int = 2, iterations: int = 3, step_size: float = 5.0, batch: int = 1,
+                 sampler: str = "euler", seed: int = 0, side: int | None = None, memory: str = "auto",
+                 mode: str = "custom") -> dict[str, Any]:
+    """Tiny model -> Spatial Prompt Encode -> Learned Spatial Steer -> SaveLatent + VAEDecode -> Attention Preview.
+
+    The steering numbers count in ``custom`` mode (the default here); other modes ignore them.
+    """
     joint = tiny_specs.get_spec(family)["layout"] == tiny_specs.JOINT
     side = side or tiny_specs.get_spec(family).get("test_image_side", 64)
     positive: list[Any] = ["2", 0]
@@ -90,8 +93,8 @@ def steer_prompt(family: str, classifier_file: str, prefix: str, *, text: str = 
             "model": ["1", 0], "classifier": ["5", 0], "positive": positive, "negative": ["3", 0],
             "latent_image": ["4", 0], "seed": seed, "steps": steps, "cfg": 1.0 if family == "flux" else 5.0,
             "sampler_name": sampler, "scheduler": "simple" if joint else "normal", "denoise": 1.0,
-            "last_steered_step": last_steered_step, "step_size": step_size, "iterations": iterations,
-            "early_stop_probability": 0.0, "memory": memory}},
+            "mode": mode, "last_steered_step": last_steered_step, "step_size": step_size,
+            "iterations": iterations, "early_stop_probability": 1.0, "memory": memory}},
         "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": f"latents/{prefix}"}},
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
         "9": {"class_type": "L2S_AttentionPreview", "inputs": {"trace": ["6", 1], "image": ["8", 0],
@@ -204,7 +207,7 @@ def test_plain_sampling_after_steering_is_bit_identical_to_a_fresh_server(
 def test_steering_changes_the_result_and_off_means_plain(comfy_server: ComfyServer) -> None:
     name = write_classifier(comfy_server.classifier_dir, "onoff_sd1", "sd1")
     comfy_server.submit(steer_prompt("sd1", name, "on_sd1", iterations=2, last_steered_step=2))
-    comfy_server.submit(steer_prompt("sd1", name, "off_sd1", last_steered_step=0))
+    comfy_server.submit(steer_prompt("sd1", name, "off_sd1", mode="off"))
     comfy_server.submit(plain_prompt("sd1", "plain_sd1"))
     on, off, plain = latent(comfy_server, "on_sd1"), latent(comfy_server, "off_sd1"), latent(comfy_server, "plain_sd1")
     assert not torch.equal(on, plain)
@@ -256,8 +259,8 @@ def test_sampler_node_in_sampler_custom_with_attention_preview(comfy_server: Com
         "5": {"class_type": "L2S_LoadRelationClassifier", "inputs": {"classifier_name": name, "family": "auto"}},
         "11": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "dpmpp_2m"}},
         "12": {"class_type": "L2S_LearnedSpatialSteerSampler", "inputs": {
-            "classifier": ["5", 0], "sampler": ["11", 0], "last_steered_step": 2, "step_size": 0.0,
-            "iterations": 2, "early_stop_probability": 0.0}},
+            "classifier": ["5", 0], "sampler": ["11", 0], "mode": "custom", "last_steered_step": 2,
+            "step_size": 5.0, "iterations": 2, "early_stop_probability": 1.0}},
         "13": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "karras", "steps": 4,
                                                           "denoise": 1.0}},
         "14": {"class_type": "SamplerCustom", "inputs": {

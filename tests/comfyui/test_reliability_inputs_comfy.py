@@ -40,7 +40,7 @@ PLAIN = "a blue circle above a red square"
 
 
 def steer_graph(text: str, classifier: str = SHIPPED_CLASSIFIER.name, family: str = "auto") -> dict[str, Any]:
-    """The toy workflow's steered half, small: 4 steps, 2 iterations per steered step."""
+    """The toy workflow's steered half, small: 4 steps, the first 2 steered with 2 iterations each."""
     return {
         "1": {"class_type": "L2S_LoadToyWorld", "inputs": {"world": SHIPPED_BUNDLE.name}},
         "2": {"class_type": "L2S_LoadRelationClassifier", "inputs": {"classifier_name": classifier,
@@ -51,8 +51,8 @@ def steer_graph(text: str, classifier: str = SHIPPED_CLASSIFIER.name, family: st
         "6": {"class_type": "L2S_LearnedSpatialSteer", "inputs": {
             "model": ["1", 0], "classifier": ["2", 0], "positive": ["4", 0], "negative": ["5", 0],
             "latent_image": ["3", 0], "seed": 6, "steps": 4, "cfg": 8.0, "sampler_name": "ddim",
-            "scheduler": "ddim_uniform", "denoise": 1.0, "last_steered_step": -1, "step_size": 0.0,
-            "iterations": 2, "early_stop_probability": 0.0}},
+            "scheduler": "ddim_uniform", "denoise": 1.0, "mode": "custom", "last_steered_step": 2,
+            "step_size": 1.0, "iterations": 2, "early_stop_probability": 1.0}},
         "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "latents/l2s_reliab"}},
     }
 

@@ -193,7 +193,7 @@ def test_partial_denoise_takes_the_classifier_step_from_the_noise_level(
 @comfyui
 def test_default_steered_range_for_partial_denoise(comfy_server: ComfyServer, classifier_name: str) -> None:
     half = trace_summary(comfy_server.submit(_denoise(
-        steer_prompt(FAMILY, classifier_name, "half_default", last_steered_step=-1), 0.5)))
+        steer_prompt(FAMILY, classifier_name, "half_default", mode="official"), 0.5)))
     assert half["steps"] == [] and any("nothing is steered" in n for n in half["notes"]), half
     plain = plain_prompt(FAMILY, "half_plain")
     plain["6"]["inputs"]["denoise"] = 0.5
@@ -202,7 +202,7 @@ def test_default_steered_range_for_partial_denoise(comfy_server: ComfyServer, cl
     assert torch.allclose(half_latent, plain_latent, atol=1e-5), (half_latent - plain_latent).abs().max()
 
     most = trace_summary(comfy_server.submit(_denoise(
-        steer_prompt(FAMILY, classifier_name, "most_default", last_steered_step=-1), 0.75)))
+        steer_prompt(FAMILY, classifier_name, "most_default", mode="official"), 0.75)))
     # 4 steps of a 5-step run; the official first half of 5 steps is 3 (round(2.5) up), one of them already done.
     assert [s["step"] for s in most["steps"]] == [0, 1], most
 
@@ -219,8 +219,8 @@ def test_sampler_custom_partial_schedule_is_placed_by_sigma(
     prompt.update({
         "11": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
         "12": {"class_type": "L2S_LearnedSpatialSteerSampler", "inputs": {
-            "classifier": ["5", 0], "sampler": ["11", 0], "last_steered_step": -1, "step_size": 0.0,
-            "iterations": 1, "early_stop_probability": 0.0}},
+            "classifier": ["5", 0], "sampler": ["11", 0], "mode": "official", "last_steered_step": 10,
+            "step_size": 5.0, "iterations": 16, "early_stop_probability": 1.0}},
         "13": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "simple", "steps": steps,
                                                           "denoise": denoise}},
         "14": {"class_type": "SamplerCustom", "inputs": {

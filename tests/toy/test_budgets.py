@@ -34,3 +34,19 @@ def test_old_names_keep_their_meaning() -> None:
 def test_bad_specs_are_refused_with_the_grammar(bad: str) -> None:
     with pytest.raises(ValueError, match="Budget term|Unknown budget term"):
         parse_budget(bad)
+
+
+def test_presets_are_terms_that_later_terms_change() -> None:
+    from l2s_core.presets import PRESETS
+
+    assert parse_budget("fast").options == PRESETS["fast"]
+    assert parse_budget("quality").options == PRESETS["quality"]
+    changed = parse_budget("fast+iters:2").options
+    assert changed.iterations == 2 and changed.early_stop_probability == PRESETS["fast"].early_stop_probability
+
+
+def test_share_keeps_the_first_part_of_the_official_range() -> None:
+    assert parse_budget("share:0.5").options.resolve(20, "toy").last_step == 5
+    assert parse_budget("share:0.01").options.resolve(20, "toy").last_step == 1  # at least one step
+    with pytest.raises(ValueError, match="at most 1"):
+        parse_budget("share:1.5")

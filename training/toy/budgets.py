@@ -3,8 +3,11 @@
 A spec is one or more terms joined by ``+``, each changing the official settings of the classifier's family:
 
 * ``official``: the published loop (no change; may be left out of a combination).
+* ``fast`` / ``quality``: the node's preset of that name (:data:`l2s_core.presets.PRESETS`); put it first, the terms
+  after it change it.
 * ``early:P``: a sample stops its step once the classifier gives the requested relation probability ``P``.
 * ``steps:N``: steer only the first ``N`` steps.
+* ``share:F``: steer the first share ``F`` (0-1] of the official steered steps.
 * ``iters:N``: at most ``N`` iterations per steered step.
 * ``size:S``: the official gradient step with step size ``S``.
 * ``rel:F``: every update moves the latent by ``F`` times its standard deviation (RMS), in the gradient's direction.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from l2s_core.presets import PRESETS
 from l2s_core.settings import SteeringOptions
 from l2s_core.update_rule import UpdateRule
 
@@ -56,6 +60,12 @@ def parse_budget(spec: str) -> Budget:
         name, _, value = term.partition(":")
         if name == "official" and not value:
             continue
+        if name in ("fast", "quality") and not value:
+            preset = PRESETS[name]
+            options = replace(preset, update_rule=options.update_rule)
+            rule = preset.update_rule
+            labels.append(f"{name} preset")
+            continue
         if name == "early":
             p = float(_number(term, value, float))
             if p > 1:
@@ -68,6 +78,12 @@ def parse_budget(spec: str) -> Budget:
         elif name == "iters":
             options = replace(options, iterations=int(_number(term, value, int)))
             labels.append(f"{value} iterations")
+        elif name == "share":
+            share = float(_number(term, value, float))
+            if share > 1:
+                raise ValueError(f"Budget term {term!r}: a share is at most 1.")
+            options = replace(options, steered_share=share)
+            labels.append(f"first {share:g} of the steered steps")
         elif name == "size":
             options = replace(options, step_size=float(_number(term, value, float)))
             labels.append(f"step size {value}")
@@ -78,8 +94,8 @@ def parse_budget(spec: str) -> Budget:
             rule = replace(rule, keep_statistics=True)
             labels.append("statistics kept")
         else:
-            raise ValueError(f"Unknown budget term {term!r} in {spec!r}. Terms: official, early:P, steps:N, iters:N, "
-                             "size:S, rel:F, keep; join them with '+', e.g. 'early:0.9+keep'.")
+            raise ValueError(f"Unknown budget term {term!r} in {spec!r}. Terms: official, fast, quality, early:P, "
+                             "steps:N, share:F, iters:N, size:S, rel:F, keep; join them with '+', e.g. 'early:0.9+keep'.")
     options = replace(options, update_rule=rule)
     label = "steered: " + (", ".join(labels) if labels else "official schedule")
     return Budget(spec, label, options)

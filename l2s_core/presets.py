@@ -1,0 +1,93 @@
+"""Steering modes a user picks by name: ``official``, ``fast``, ``quality``, ``custom`` and ``off``.
+
+* ``official``: the published loop, bit for bit (the family's steering recipe: step size, iterations, loss
+  thresholds, steered range). Use it to reproduce the paper.
+* ``fast``: stops each step's iterations once the classifier is fairly sure, caps the iterations and steers the first
+  part of the official range; a small fraction of the official passes (see :data:`PRESETS` for the values and the
+  toy-world benchmark for what they cost and gain).
+* ``quality``: the official range with an update rule that keeps the latent at the noise level the sampler expects,
+  chosen for accuracy with clean images.
+* ``custom``: every number is given explicitly (steered steps, step size, iterations, early-stop probability) with
+  the official update rule.
+* ``off``: no steering; the node samples as the plain sampler would.
+
+The presets are defined relative to the family's recipe (shares of its steered range, its step size), so one name
+fits every model family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .settings import SteeringOptions
+from .update_rule import UpdateRule
+
+STEERING_MODES: tuple[str, ...] = ("official", "fast", "quality", "custom", "off")
+"""The mode names, in the order a node lists them."""
+
+PRESETS: dict[str, SteeringOptions] = {
+    "official": SteeringOptions(),
+    "fast": SteeringOptions(early_stop_probability=0.9, iterations=4, steered_share=0.5),
+    "quality": SteeringOptions(update_rule=UpdateRule(keep_statistics=True)),
+    "off": SteeringOptions(last_step=0),
+}
+"""The options of each named preset (``custom`` is built from the user's numbers by :func:`custom_options`)."""
+
+
+@dataclass(frozen=True)
+class CustomValues:
+    """The explicit numbers of ``custom`` mode; each means what it says (no "0 = default" values).
+
+    Attributes:
+        steered_steps: steps 0 .. steered_steps-1 are steered (0: none).
+        step_size: the gradient step on the latent per iteration (official: 5; 7.5 for SD1.x; 1 for the toy world).
+        iterations: forward/backward passes per steered step at most (official: 16; 0: none).
+        early_stop_probability: a sample stops its step once the classifier gives the requested relation this
+            probability; 1.0 adds no stop to the official loss thresholds (which already stop at p > 0.99999).
+    """
+
+    steered_steps: int
+    step_size: float
+    iterations: int
+    early_stop_probability: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.steered_steps < 0:
+            problems.append(f"steered steps must be >= 0 (got {self.steered_steps})")
+        if not self.step_size >= 0:
+            problems.append(f"the step size must be >= 0 (got {self.step_size})")
+        if self.iterations < 0:
+            problems.append(f"iterations must be >= 0 (got {self.iterations})")
+        if not 0 < self.early_stop_probability <= 1:
+            problems.append(f"the early-stop probability must be in (0, 1], 1 = no early stop "
+                            f"(got {self.early_stop_probability})")
+        if problems:
+            raise ValueError("Custom steering: " + "; ".join(problems) + ".")
+
+
+def custom_options(values: CustomValues) -> SteeringOptions:
+    """The :class:`SteeringOptions` of ``custom`` mode: the official rule with the user's numbers."""
+    steers = values.steered_steps > 0 and values.iterations > 0
+    return SteeringOptions(
+        last_step=values.steered_steps if steers else 0,
+        step_size=values.step_size,
+        iterations=values.iterations if steers else 1,
+        early_stop_probability=None if values.early_stop_probability >= 1 else values.early_stop_probability,
+    )
+
+
+def mode_options(mode: str, custom: CustomValues | None = None) -> SteeringOptions:
+    """The options of a steering mode (:data:`STEERING_MODES`); ``custom`` needs ``custom`` values.
+
+    Raises:
+        ValueError: an unknown mode, or ``custom`` without values.
+    """
+    if mode == "custom":
+        if custom is None:
+            raise ValueError("Steering mode 'custom' needs its values (steered steps, step size, iterations, "
+                             "early-stop probability).")
+        return custom_options(custom)
+    if mode not in PRESETS:
+        raise ValueError(f"Unknown steering mode {mode!r}; choose one of {', '.join(STEERING_MODES)}.")
+    return PRESETS[mode]
