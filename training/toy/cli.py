@@ -65,9 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench.add_argument("--steps", type=int, default=20)
     bench.add_argument("--cfg", type=float, default=8.0)
     bench.add_argument("--budgets", default="official,early,short",
-                       help="comma list of steering rows, each a spec like official, early:0.9, steps:3, iters:4, "
-                       "size:2, rel:0.02, keep or a '+' combination (early = early:0.9, short = steps:3); see "
-                       "training/toy/budgets.py")
+                       help="comma list of steering rows, each a spec like official, fast, quality (the nodes' "
+                       "modes), early:0.9, steps:3, share:0.5, iters:4, size:2, rel:0.02, keep or a '+' combination "
+                       "(early = early:0.9, short = steps:3); see training/toy/budgets.py")
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results/toy_world"))
     bench.add_argument("--save-images", action="store_true")
     bench.add_argument("--threads", type=int, default=None)
