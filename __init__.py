@@ -2,11 +2,15 @@
 
 ComfyUI imports this file as a package under a path-derived name. Everything that needs ComfyUI is imported lazily
 inside :func:`comfy_entrypoint`, so this file stays importable without ComfyUI (pytest imports it while collecting).
+``WEB_DIRECTORY`` names the folder of the pack's frontend extension, which ComfyUI serves under ``/extensions/``.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+WEB_DIRECTORY = "./web"
+"""The frontend extension (``web/learn_to_steer.js``): report panels on the nodes, widgets shown only where they act."""
 
 
 async def comfy_entrypoint() -> Any:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import node_helpers
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..l2s_core.relations import SPATIAL_RELATIONS
-from .spatial_prompt import FLUX_T5_LENGTH, SPEC_KEY, build_spatial_spec, tokenizer_options_for
+from .reports import ParsedRelation, relations_report
+from .spatial_prompt import FLUX_T5_LENGTH, SPEC_KEY, SpatialSpec, build_spatial_spec, tokenizer_options_for
 from .types import CATEGORY
 
 PARSE = "parse from text"
@@ -47,8 +48,8 @@ class SpatialPromptEncode(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "t5_length", default=FLUX_T5_LENGTH, min=0, max=4096, optional=True,
-                    tooltip="FLUX only: pad T5 to this many tokens. The official FLUX classifiers saw 512; ComfyUI's "
-                    "default is 256. 0 keeps ComfyUI's default.",
+                    tooltip="FLUX only (shown when the CLIP is FLUX's T5): pad T5 to this many tokens. The official "
+                    "FLUX classifiers saw 512; ComfyUI's default is 256. 0 keeps ComfyUI's default.",
                 ),
             ],
             outputs=[
@@ -83,4 +84,10 @@ class SpatialPromptEncode(io.ComfyNode):
             raise ValueError(str(exc)) from exc
         conditioning = clip.encode_from_tokens_scheduled(tokens)
         conditioning = node_helpers.conditioning_set_values(conditioning, {SPEC_KEY: spec})
-        return io.NodeOutput(conditioning, ui=ui.PreviewText(spec.describe()))
+        return io.NodeOutput(conditioning, ui=relations_report(parsed_relations(spec), spec.encoder == "t5xxl"))
+
+
+def parsed_relations(spec: SpatialSpec) -> list[ParsedRelation]:
+    """The spec's relations with their token positions, for the node's report."""
+    return [ParsedRelation(t.subject, t.relation, t.object, tuple(p.subject), tuple(p.object))
+            for t, p in zip(spec.triplets, spec.positions, strict=True)]

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..l2s_core.checkpoint import LoadedClassifier
 from ..l2s_core.presets import STEERING_MODES, CustomValues, mode_options
 from ..l2s_core.recompute import MEMORY_MODES
 from ..l2s_core.steps import ScheduleWindow, full_steps_for_denoise
+from .reports import trace_report
 from .steering import SteeringJob, SteeringOptions, SteeringSettings, steering_sampler
 from .types import CATEGORY, RelationClassifierType, SteeringTraceType
 
@@ -90,8 +90,9 @@ class _Progress:
         self.bar.update_absolute(self.iterations_done + self.steps_done, self.total, preview)
 
 
-def _summary(job: SteeringJob) -> ui.PreviewText:
-    return ui.PreviewText(json.dumps(job.trace.summary()))
+def _summary(job: SteeringJob) -> dict[str, list[Any]]:
+    """The node's report: the trace in readable lines (shown on the node) and as JSON (``l2s_trace``)."""
+    return trace_report(job.trace.summary())
 
 
 def _combo_error(name: str, value: Any, options: list[str], what: str) -> str | None:

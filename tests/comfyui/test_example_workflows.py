@@ -388,7 +388,7 @@ def test_example_workflow_executes_on_tiny_models(comfy_server: ComfyServer, nam
     columns = 2 if name == "l2s_compare_on_off" else 1
     assert _png_size(saved[0]) == (columns * side + spacing, side)
     summary = json.loads(entry["outputs"][next(k for k, v in prompt.items() if v["class_type"] in STEER_CLASSES)]
-                         ["text"][0]) if name != "l2s_sampler_custom" else None
+                         ["l2s_trace"][0]) if name != "l2s_sampler_custom" else None
     if summary is not None:
         assert summary["relations"] == ["dog to the right of teddy bear"]
         assert [s["step"] for s in summary["steps"]] == [0]
@@ -434,6 +434,6 @@ def test_toy_workflow_executes_as_shipped(comfy_server: ComfyServer, request: py
         saved = [p for p in comfy_server.output_files(entry) if p.name.startswith(f"{prefix}_")]
         assert len(saved) == 1 and _png_size(saved[0]) == size, (prefix, saved)
     steer_id = next(k for k, v in prompt.items() if v["class_type"] == "L2S_LearnedSpatialSteer")
-    summary = json.loads(entry["outputs"][steer_id]["text"][0])
+    summary = json.loads(entry["outputs"][steer_id]["l2s_trace"][0])
     assert summary["relations"] == ["blue circle above red square"]
     assert summary["steps"] and summary["steps"][0]["step"] == 0

@@ -133,7 +133,8 @@ def latent(server: ComfyServer, prefix: str) -> torch.Tensor:
 
 
 def trace_summary(entry: dict[str, Any], node: str = "6") -> dict[str, Any]:
-    return json.loads(entry["outputs"][node]["text"][0])
+    """The steer node's trace summary: the JSON the node reports next to its readable text."""
+    return json.loads(entry["outputs"][node]["l2s_trace"][0])
 
 
 # ----------------------------------------------------------------------------------------------------- tests
@@ -171,7 +172,10 @@ def test_steering_raises_the_target_probability(comfy_server: ComfyServer, famil
     previews = [p for p in comfy_server.output_files(entry) if p.exists()]
     assert previews, "Attention Preview produced no image"
     parse_text = entry["outputs"]["2"]["text"][0]
-    assert "'dog' to the left of 'cat'" in parse_text
+    assert "parsed: 'dog' to the left of 'cat'" in parse_text and "relation: to the left of" in parse_text
+    readable = entry["outputs"]["6"]["text"][0].splitlines()
+    assert readable[0] == "steering: dog to the left of cat", readable
+    assert readable[2].startswith("step 0: p(to the left of) ") and readable[2].endswith("(3 it)"), readable
 
 
 @comfyui

@@ -37,6 +37,13 @@ pytestmark = [
 ]
 
 PLAIN = "a blue circle above a red square"
+BLUE_ABOVE_RED = {"subject": "blue circle", "relation": "above", "object": "red square", "subject_tokens": [2, 3],
+                  "object_tokens": [6, 7]}
+
+
+def parsed(entry: dict[str, Any], node: str = "4") -> list[dict[str, Any]]:
+    """What Spatial Prompt Encode reported it parsed (the JSON next to its readable text)."""
+    return json.loads(entry["outputs"][node]["l2s_relations"][0])
 
 
 def steer_graph(text: str, classifier: str = SHIPPED_CLASSIFIER.name, family: str = "auto") -> dict[str, Any]:
@@ -82,8 +89,8 @@ def test_weighted_prompt_steers_on_the_tokens_of_its_plain_text(comfy_server: Co
     weighted = comfy_server.submit(steer_graph(text))
     described = weighted["outputs"]["4"]["text"][0]
     assert described == plain["outputs"]["4"]["text"][0], described  # same relation, same token positions
-    assert described.startswith("'blue circle' above 'red square' (tokens [2, 3] / [6, 7])"), described
-    trace = json.loads(weighted["outputs"]["6"]["text"][0])
+    assert parsed(weighted) == [BLUE_ABOVE_RED], described
+    trace = json.loads(weighted["outputs"]["6"]["l2s_trace"][0])
     assert "blue circle above red square" in json.dumps(trace), trace
 
 
@@ -91,7 +98,7 @@ def test_explicit_override_finds_weighted_phrases(comfy_server: ComfyServer) -> 
     graph = steer_graph("a (blue) circle (above:1.3) a (red square:1.2)")
     graph["4"]["inputs"].update(relation="above", subject="blue circle", object="red square")
     entry = comfy_server.submit(graph)
-    assert entry["outputs"]["4"]["text"][0].startswith("'blue circle' above 'red square' (tokens [2, 3] / [6, 7])")
+    assert parsed(entry) == [BLUE_ABOVE_RED], entry["outputs"]["4"]["text"][0]
 
 
 # ------------------------------------------------------------------------------------ item 5: metadata types
