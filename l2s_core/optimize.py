@@ -46,6 +46,10 @@ MapsFn = Callable[[Tensor, int], Tensor]
 differentiable w.r.t. ``latent_leaf``, in the dtype the classifier expects (fp32 for ours). The closure casts the
 latent to the model dtype itself and builds the maps of the given triplet's subject and object words."""
 
+RowsMapsFn = Callable[[Tensor, int, Tensor], Tensor]
+"""``maps_fn(latent_rows_leaf, triplet_index, rows) -> maps`` for ``active_rows_only``: the latent of the samples
+``rows`` ((A,) long indices into the batch) only, and their (A, 2, C, S, S) maps."""
+
 ClassifierFn = Callable[[Tensor, Tensor], Tensor]
 """``classifier(maps (B, 2, C, S, S), step_index LongTensor (B,)) -> logits (B, R)``; ``RelationClassifier`` fits."""
 
@@ -181,6 +185,7 @@ def refine_latent(
     early_stop_probability: float | None = None,
     update_rule: UpdateRule = OFFICIAL_UPDATE,
     on_iteration: Callable[[IterationRecord], None] | None = None,
+    active_rows_only: bool = False,
 ) -> RefineResult:
     """Steer a noisy latent towards the target relations at one denoising step.
 
@@ -216,6 +221,10 @@ def refine_latent(
         early_stop_probability: optional target-probability stop in (0, 1]; None keeps the official rule only.
         update_rule: how a gradient becomes an update (:mod:`.update_rule`); the default is the official step.
         on_iteration: called with each :class:`IterationRecord`; exceptions it raises propagate (interrupts).
+        active_rows_only: ``maps_fn`` is a :data:`RowsMapsFn` and each forward runs only the samples still being
+            optimised for that triplet, so a batch whose samples stop early costs what its active samples cost.
+            Needs a denoiser whose samples are independent (no batch statistics); the result equals the full-batch
+            one up to float rounding.
 
     Returns:
         :class:`RefineResult` with the fp32 latent and the per-iteration trace.
@@ -258,12 +267,25 @@ def refine_latent(
                     on_iteration(record)
                 continue
 
-            z_leaf = z.detach().requires_grad_(True)
-            maps = maps_fn(z_leaf, t)
-            _check_maps(maps, batch)
-            steps = torch.full((batch,), step_index, dtype=torch.long, device=maps.device)  # (B,)
-            logits = classifier(maps, steps)
-            _check_logits(logits, batch, target_list)
+            if active_rows_only:
+                rows = evaluated.nonzero().squeeze(1)  # (A,) indices of the samples evaluated now
+                z_leaf = z[rows].detach().requires_grad_(True)  # (A, ...)
+                maps = maps_fn(z_leaf, t, rows)
+                _check_maps(maps, rows.numel())
+                steps = torch.full((rows.numel(),), step_index, dtype=torch.long, device=maps.device)  # (A,)
+                row_logits = classifier(maps, steps)  # (A, R)
+                _check_logits(row_logits, rows.numel(), [tg[rows] for tg in target_list])
+                # (A, R) -> (B, R); the rows not evaluated hold zeros and are masked out below
+                logits = row_logits.new_zeros((batch, row_logits.shape[1])).index_copy(
+                    0, rows.to(row_logits.device), row_logits)
+            else:
+                rows = None
+                z_leaf = z.detach().requires_grad_(True)
+                maps = maps_fn(z_leaf, t)
+                _check_maps(maps, batch)
+                steps = torch.full((batch,), step_index, dtype=torch.long, device=maps.device)  # (B,)
+                logits = classifier(maps, steps)
+                _check_logits(logits, batch, target_list)
             if first_forward:
                 _check_first_forward_finite(maps, logits, step_index)
                 first_forward = False
@@ -288,6 +310,8 @@ def refine_latent(
                 if bool(update.any()):
                     total = losses[update.to(losses.device)].sum()
                     (grad,) = torch.autograd.grad(total, z_leaf)
+                    if rows is not None:  # (A, ...) -> (B, ...), zero for the samples not evaluated
+                        grad = torch.zeros_like(z).index_copy(0, rows, grad.to(z.dtype))
                     finite_ok = bool(torch.isfinite(grad[update]).all())
 
             loss_row = _masked_row(losses_det, evaluated)

@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 LayersFn = Callable[[Tensor, int], tuple[list[LayerMaps], list[LayerMaps]]]
 """``(latent_leaf, triplet_index) -> (subject_layers, object_layers)``: run the denoiser on the latent with the
-triplet's phrases recorded. The latent leaf is the fp32 latent being optimised, in the scale the caller passed."""
+triplet's phrases recorded. The latent leaf is the fp32 latent being optimised, in the scale the caller passed.
+With ``active_rows_only`` a third argument, the (A,) batch indices of the samples the leaf holds, follows."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ class NoAttentionRecordedError(RuntimeError):
 def steer_step(latent: Tensor, layers_fn: LayersFn, classifier: LoadedClassifier,
                relations: Sequence[Sequence[str]], *, layout: str, settings: SteeringSettings,
                window: ScheduleWindow, step: int, on_maps: Callable[[Tensor], None] | None = None,
-               on_iteration: Callable[[IterationRecord], None] | None = None) -> SteerStepResult:
+               on_iteration: Callable[[IterationRecord], None] | None = None,
+               active_rows_only: bool = False) -> SteerStepResult:
     """Refine ``latent`` at step ``step`` of the schedule until the classifier reads the requested relations.
 
     Args:
@@ -80,6 +82,8 @@ def steer_step(latent: Tensor, layers_fn: LayersFn, classifier: LoadedClassifier
         step: the step of the schedule (0 = noisiest).
         on_maps: called with every classifier input ``(B, 2, C, S, S)`` (e.g. to keep a preview).
         on_iteration: called after every iteration (progress, cancellation).
+        active_rows_only: ``layers_fn`` takes a third argument, the (A,) indices of the samples its latent holds,
+            and each forward runs only the samples still being steered (:func:`.optimize.refine_latent`).
 
     Raises:
         NoAttentionRecordedError: a forward recorded no attention layer.
@@ -95,8 +99,8 @@ def steer_step(latent: Tensor, layers_fn: LayersFn, classifier: LoadedClassifier
                                     device=latent.device))
     class_step = window.classifier_step(step, classifier.trained_steps, classifier.trained_num_steps)
 
-    def maps_fn(z_leaf: Tensor, triplet: int) -> Tensor:
-        subject, obj = layers_fn(z_leaf, triplet)
+    def maps_fn(z_leaf: Tensor, triplet: int, *rows: Tensor) -> Tensor:
+        subject, obj = layers_fn(z_leaf, triplet, *rows)
         if not subject:
             raise NoAttentionRecordedError("No text attention was recorded during the steering forward pass.")
         maps = classifier_input(subject, obj, layout, classifier.map_size)  # (B, 2, C, S, S)
@@ -109,6 +113,7 @@ def steer_step(latent: Tensor, layers_fn: LayersFn, classifier: LoadedClassifier
                             step_size=settings.step_size, iterations=settings.iterations,
                             loss_threshold=settings.threshold_for(window.full_index(step)),
                             early_stop_probability=settings.early_stop_probability,
-                            update_rule=settings.update_rule, on_iteration=on_iteration)
+                            update_rule=settings.update_rule, on_iteration=on_iteration,
+                            active_rows_only=active_rows_only)
     passes = tuple(sum(1 for r in refined.records if not math.isnan(r.losses[b])) for b in range(batch))
     return SteerStepResult(refined, class_step, passes)

@@ -242,6 +242,37 @@ def test_batch_of_two_equals_two_single_runs(denoiser, classifier, targets) -> N
     assert len(stop_lengths) == 2  # the samples really stopped at different iterations
 
 
+@pytest.mark.parametrize(
+    "targets",
+    [
+        [torch.tensor([LEFT, RIGHT, ABOVE])],
+        [torch.tensor([LEFT, BELOW, -100]), torch.tensor([-100, BELOW, ABOVE])],
+    ],
+    ids=["one_triplet", "round_robin_with_ignore"],
+)
+def test_active_rows_only_runs_only_the_active_samples_with_the_same_result(denoiser, classifier, targets) -> None:
+    latent = _latent(batch=3, seed=3)
+    kwargs = {"early_stop_probability": 0.6, "iterations": 16}
+    full = _run(denoiser, classifier, latent, targets, **kwargs)
+    seen_rows: list[list[int]] = []
+
+    def rows_maps_fn(latent_rows: Tensor, triplet: int, rows: Tensor) -> Tensor:
+        seen_rows.append(rows.tolist())
+        assert latent_rows.shape[0] == rows.numel()
+        return denoiser.object_maps(latent_rows, SUBJECT, OBJECT, MAP_SIZE)
+
+    rows_only = refine_latent(latent, rows_maps_fn, classifier, targets, step_index=0, step_size=5.0,
+                              active_rows_only=True, **kwargs)
+    torch.testing.assert_close(rows_only.latent, full.latent, rtol=1e-5, atol=1e-6)
+    assert rows_only.sample_stops == full.sample_stops
+    for a, b in zip(rows_only.records, full.records, strict=True):
+        assert a.losses == pytest.approx(b.losses, rel=1e-5, nan_ok=True)
+        assert a.updated_samples == b.updated_samples
+        active = [i for i, v in enumerate(b.losses) if not math.isnan(v)]
+        assert seen_rows[a.iteration] == active  # the forward saw exactly the evaluated samples
+    assert min(len(r) for r in seen_rows) < 3  # some forwards really ran fewer samples
+
+
 def test_classifier_receives_long_step_index(denoiser, classifier) -> None:
     _run(denoiser, classifier, _latent(batch=2), [torch.tensor([LEFT, RIGHT])], step_index=7, iterations=2)
     assert len(classifier.seen_steps) == 2

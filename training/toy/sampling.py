@@ -143,13 +143,15 @@ class ToySampler:
         subject_positions, object_positions = request.positions()
         target = MapRequest("unet", 77, subject_positions, object_positions, (self.latent_size, self.latent_size))
 
-        def layers_fn(z_leaf: torch.Tensor, triplet: int) -> tuple[list[LayerMaps], list[LayerMaps]]:
+        def layers_fn(z_leaf: torch.Tensor, triplet: int, rows: torch.Tensor) -> tuple[list[LayerMaps],
+                                                                                      list[LayerMaps]]:
+            # only the samples still being steered run: (A, ...) latent, (A, 77, D) text
             with self.recorder.installed(), self.recorder.recording(target):
-                self.unet(z_leaf, t, encoder_hidden_states=cond)
+                self.unet(z_leaf, t, encoder_hidden_states=cond[rows])
                 return self.recorder.layers()
 
         result = steer_step(z, layers_fn, classifier, [request.relations], layout="unet", settings=steer,
-                            window=ScheduleWindow.from_noise(steps), step=step)
+                            window=ScheduleWindow.from_noise(steps), step=step, active_rows_only=True)
         return result.latent.to(z.dtype), list(result.passes)
 
 
