@@ -25,6 +25,8 @@ class SteeringSettings:
         loss_thresholds: per-step cross-entropy below which a sample stops (official 1e-5, 3e-5, 5e-5, then 7e-5).
         early_stop_probability: optional; a sample stops once the classifier gives the target this probability.
         update_rule: how a gradient becomes an update of the latent (official: a plain gradient step).
+        settle: a sample whose steered step starts with the classifier already at ``early_stop_probability`` (so
+            nothing was changed) is not steered at the later steps; needs ``early_stop_probability``.
     """
 
     last_step: int
@@ -33,6 +35,12 @@ class SteeringSettings:
     loss_thresholds: tuple[float, ...] = OFFICIAL_LOSS_THRESHOLDS
     early_stop_probability: float | None = None
     update_rule: UpdateRule = OFFICIAL_UPDATE
+    settle: bool = False
+
+    def __post_init__(self) -> None:
+        if self.settle and self.early_stop_probability is None:
+            raise ValueError("settle needs an early-stop probability: a sample settles when a step starts with the "
+                             "classifier already that sure.")
 
     def threshold_for(self, step: int) -> float:
         """The cross-entropy threshold of denoising step ``step`` (the last entry for later steps)."""
@@ -55,6 +63,7 @@ class SteeringOptions:
     early_stop_probability: float | None = None
     update_rule: UpdateRule = OFFICIAL_UPDATE
     steered_share: float | None = None
+    settle: bool = False
 
     def __post_init__(self) -> None:
         if self.steered_share is not None and not 0 < self.steered_share <= 1:
@@ -88,4 +97,5 @@ class SteeringOptions:
             loss_thresholds=recipe.loss_thresholds,
             early_stop_probability=self.early_stop_probability,
             update_rule=self.update_rule,
+            settle=self.settle,
         )

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .checkpoint import LoadedClassifier
 from .layout import LayerMaps, check_channel_count, classifier_input
-from .optimize import IterationRecord, RefineResult, refine_latent
+from .optimize import IGNORE_INDEX, IterationRecord, RefineResult, refine_latent
 from .settings import SteeringSettings
 from .steps import ScheduleWindow
 
@@ -53,6 +53,15 @@ class SteerStepResult:
     passes: tuple[int, ...]
 
     @property
+    def settled(self) -> tuple[bool, ...]:
+        """Per sample: the step found the classifier already at the early-stop probability and changed nothing.
+
+        With :attr:`.settings.SteeringSettings.settle`, such a sample is not steered at later steps.
+        """
+        return tuple(stop == "early_stop_probability" and not any(r.updated_samples[b] for r in self.refined.records)
+                     for b, stop in enumerate(self.refined.sample_stops))
+
+    @property
     def latent(self) -> Tensor:
         """The refined latent (fp32)."""
         return self.refined.latent
@@ -66,7 +75,7 @@ def steer_step(latent: Tensor, layers_fn: LayersFn, classifier: LoadedClassifier
                relations: Sequence[Sequence[str]], *, layout: str, settings: SteeringSettings,
                window: ScheduleWindow, step: int, on_maps: Callable[[Tensor], None] | None = None,
                on_iteration: Callable[[IterationRecord], None] | None = None,
-               active_rows_only: bool = False) -> SteerStepResult:
+               active_rows_only: bool = False, skip: Sequence[bool] | None = None) -> SteerStepResult:
     """Refine ``latent`` at step ``step`` of the schedule until the classifier reads the requested relations.
 
     Args:
@@ -84,6 +93,7 @@ def steer_step(latent: Tensor, layers_fn: LayersFn, classifier: LoadedClassifier
         on_iteration: called after every iteration (progress, cancellation).
         active_rows_only: ``layers_fn`` takes a third argument, the (A,) indices of the samples its latent holds,
             and each forward runs only the samples still being steered (:func:`.optimize.refine_latent`).
+        skip: per sample, True to leave it unsteered at this step (no target, no update; e.g. settled samples).
 
     Raises:
         NoAttentionRecordedError: a forward recorded no attention layer.
@@ -97,6 +107,11 @@ def steer_step(latent: Tensor, layers_fn: LayersFn, classifier: LoadedClassifier
             raise ValueError(f"steer_step: {len(per_sample)} relations for a batch of {batch}; give one per sample.")
         targets.append(torch.tensor([classifier.relation_index(r) for r in per_sample], dtype=torch.long,
                                     device=latent.device))
+    if skip is not None:
+        if len(skip) != batch:
+            raise ValueError(f"steer_step: {len(skip)} skip flags for a batch of {batch}; give one per sample.")
+        skipped = torch.tensor(list(skip), dtype=torch.bool, device=latent.device)  # (B,)
+        targets = [torch.where(skipped, torch.full_like(t, IGNORE_INDEX), t) for t in targets]
     class_step = window.classifier_step(step, classifier.trained_steps, classifier.trained_num_steps)
 
     def maps_fn(z_leaf: Tensor, triplet: int, *rows: Tensor) -> Tensor:

@@ -182,6 +182,7 @@ class SteeringRun:
     window: ScheduleWindow
     blocks: list[torch.nn.Module] = field(default_factory=list)
     memory: MemoryChoice | None = None
+    settled: list[bool] | None = None  # per sample, with settings.settle: no longer steered
 
     @classmethod
     def start(cls, base: Any, model_options: dict[str, Any], job: SteeringJob, settings: SteeringSettings,
@@ -199,6 +200,10 @@ class SteeringRun:
         """
         base, spec, classifier, job = self.base, steered.spec, self.job.classifier, self.job
         batch, device = x.shape[0], x.device
+        if self.settled is not None and all(self.settled):
+            job.trace.notes.append(f"step {step} not steered: every image settled (the classifier already read the "
+                                   "relation at the start of an earlier step)")
+            return x
         with gradient_mode(base.diffusion_model):
             sigma = sigmas[step].detach().clone().to(device)
             sigma_in = sigma.expand(batch).clone()
@@ -236,7 +241,7 @@ class SteeringRun:
                         z, layers_fn, classifier, relations, layout=self.layout, settings=self.settings,
                         window=self.window, step=step,
                         on_maps=lambda maps: snapshots.append(maps.detach().mean(dim=2).cpu()),  # (B, 2, S, S)
-                        on_iteration=on_iteration,
+                        on_iteration=on_iteration, skip=self.settled,
                     )
             except NoAttentionRecordedError as error:
                 raise RuntimeError(
@@ -248,6 +253,8 @@ class SteeringRun:
                 raise ValueError(_non_finite_message(error, classifier)) from error
             refined = result.refined
             new_x = (refined.latent / scale).to(x.dtype)
+            if self.settings.settle:
+                self.settled = [a or b for a, b in zip(self.settled or [False] * batch, result.settled, strict=True)]
         if snapshots:
             job.trace.steps.append(StepTrace(step, float(sigma), result.classifier_step, refined.stopped,
                                              refined.records, snapshots[0], snapshots[-1]))

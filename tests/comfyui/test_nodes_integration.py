@@ -175,7 +175,8 @@ def test_steering_raises_the_target_probability(comfy_server: ComfyServer, famil
     assert "parsed: 'dog' to the left of 'cat'" in parse_text and "relation: to the left of" in parse_text
     readable = entry["outputs"]["6"]["text"][0].splitlines()
     assert readable[0] == "steering: dog to the left of cat", readable
-    assert readable[2].startswith("step 0: p(to the left of) ") and readable[2].endswith("(3 it)"), readable
+    assert readable[2] == "per step, p(to the left of) before -> after:", readable
+    assert readable[3].startswith("step 0: ") and readable[3].endswith("(3 it)"), readable
 
 
 @comfyui
@@ -216,6 +217,31 @@ def test_steering_changes_the_result_and_off_means_plain(comfy_server: ComfyServ
     on, off, plain = latent(comfy_server, "on_sd1"), latent(comfy_server, "off_sd1"), latent(comfy_server, "plain_sd1")
     assert not torch.equal(on, plain)
     assert torch.allclose(off, plain, atol=1e-5), (off - plain).abs().max()
+
+
+@comfyui
+def test_modes_steer_as_their_presets_say(comfy_server: ComfyServer) -> None:
+    """official / fast / quality / custom through the node: steered ranges and iterations follow l2s_core.presets."""
+    from l2s_core.presets import PRESETS
+
+    name = write_classifier(comfy_server.classifier_dir, "modes_sd1", "sd1")
+    summaries = {mode: trace_summary(comfy_server.submit(steer_prompt("sd1", name, f"mode_{mode}", steps=8,
+                                                                      mode=mode)))
+                 for mode in ("official", "fast", "quality")}
+    custom = trace_summary(comfy_server.submit(steer_prompt("sd1", name, "mode_custom", steps=8, mode="custom",
+                                                            last_steered_step=3, iterations=2)))
+    official = PRESETS["official"].resolve(8, "sd14")
+    fast = PRESETS["fast"].resolve(8, "sd14")
+    assert [s["step"] for s in summaries["official"]["steps"]] == list(range(official.last_step))
+    assert all(s["iterations"] <= official.iterations for s in summaries["official"]["steps"])
+    assert len(summaries["fast"]["steps"]) <= fast.last_step
+    assert all(s["iterations"] <= fast.iterations for s in summaries["fast"]["steps"])
+    assert sum(s["iterations"] for s in summaries["fast"]["steps"]) < sum(
+        s["iterations"] for s in summaries["official"]["steps"])
+    assert [s["step"] for s in custom["steps"]] == [0, 1, 2] and all(s["iterations"] == 2 for s in custom["steps"])
+    latents = {mode: latent(comfy_server, f"mode_{mode}") for mode in ("official", "fast", "quality")}
+    assert not torch.equal(latents["official"], latents["quality"])
+    assert not torch.equal(latents["official"], latents["fast"])
 
 
 @comfyui

@@ -78,3 +78,33 @@ def test_steer_step_errors_name_the_problem(denoiser: ToyAttentionDenoiser, clas
     with pytest.raises(ValueError, match="next to"):
         steer_step(latent, lambda z, t: _layers(denoiser, z), classifier, [["next to"]], layout="unet",
                    settings=settings, window=window, step=0)
+
+
+def test_skipped_samples_are_not_steered_and_settled_ones_are_reported(denoiser: ToyAttentionDenoiser,
+                                                                       classifier: LoadedClassifier) -> None:
+    latent = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+    window = ScheduleWindow.from_noise(20)
+    plain = SteeringSettings(last_step=10, step_size=1.0, iterations=3, loss_thresholds=(0.0,))
+    skipped = steer_step(latent, lambda z, t: _layers(denoiser, z), classifier, [["to the left of", "above"]],
+                         layout="unet", settings=plain, window=window, step=3, skip=[True, False])
+    torch.testing.assert_close(skipped.latent[0], latent[0].float(), rtol=0, atol=0)
+    assert skipped.passes == (0, 3) and not torch.equal(skipped.latent[1], latent[1].float())
+    assert skipped.settled == (False, False)  # skipping is not settling
+
+    first = steer_step(latent, lambda z, t: _layers(denoiser, z), classifier, [["to the left of", "above"]],
+                       layout="unet", settings=plain, window=window, step=3)
+    p0 = first.refined.records[0].target_probabilities
+    high, low = (0, 1) if p0[0] > p0[1] else (1, 0)
+    assert p0[high] > p0[low]
+    # an early-stop probability that one sample already meets at the start of the step and the other does not
+    early = SteeringSettings(last_step=10, step_size=1.0, iterations=3, loss_thresholds=(0.0,),
+                             early_stop_probability=(p0[0] + p0[1]) / 2, settle=True)
+    result = steer_step(latent, lambda z, t: _layers(denoiser, z), classifier, [["to the left of", "above"]],
+                        layout="unet", settings=early, window=window, step=3)
+    assert result.settled[high] and not result.settled[low]
+    assert result.passes[high] == 1
+
+
+def test_settle_needs_an_early_stop_probability() -> None:
+    with pytest.raises(ValueError, match="settle needs an early-stop probability"):
+        SteeringSettings(last_step=1, step_size=1.0, iterations=1, settle=True)

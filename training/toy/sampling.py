@@ -123,14 +123,18 @@ class ToySampler:
         z = self.noise(seeds)
         scheduler = self._scheduler(steps)
         passes = [0] * batch
+        settled = [False] * batch
         for i, t in enumerate(scheduler.timesteps):
             if steer is not None and i < steer.last_step:
                 if classifier is None or subject is None or relation is None or obj is None:
                     raise ValueError("Steered sampling needs the classifier, subject, relation and object.")
                 request = _SteerRequest(prompts, _per_sample(subject, batch, "subject"),
                                         _per_sample(relation, batch, "relation"), _per_sample(obj, batch, "obj"))
-                z, used = self._refine(z, t, i, steps, cond, request, classifier, steer)
-                passes = [p + u for p, u in zip(passes, used, strict=True)]
+                if not all(settled):
+                    z, used, now_settled = self._refine(z, t, i, steps, cond, request, classifier, steer, settled)
+                    passes = [p + u for p, u in zip(passes, used, strict=True)]
+                    if steer.settle:
+                        settled = [a or b for a, b in zip(settled, now_settled, strict=True)]
             with torch.no_grad():
                 eps = self._eps(z, t, cond, cfg)
                 z = scheduler.step(eps, t, z).prev_sample
@@ -138,8 +142,8 @@ class ToySampler:
         return Samples(images=images, seconds=time.perf_counter() - start, steering_passes=tuple(passes))
 
     def _refine(self, z: torch.Tensor, t: torch.Tensor, step: int, steps: int, cond: torch.Tensor,
-                request: _SteerRequest, classifier: LoadedClassifier, steer: SteeringSettings
-                ) -> tuple[torch.Tensor, list[int]]:
+                request: _SteerRequest, classifier: LoadedClassifier, steer: SteeringSettings,
+                settled: list[bool]) -> tuple[torch.Tensor, list[int], tuple[bool, ...]]:
         subject_positions, object_positions = request.positions()
         target = MapRequest("unet", 77, subject_positions, object_positions, (self.latent_size, self.latent_size))
 
@@ -151,8 +155,8 @@ class ToySampler:
                 return self.recorder.layers()
 
         result = steer_step(z, layers_fn, classifier, [request.relations], layout="unet", settings=steer,
-                            window=ScheduleWindow.from_noise(steps), step=step, active_rows_only=True)
-        return result.latent.to(z.dtype), list(result.passes)
+                            window=ScheduleWindow.from_noise(steps), step=step, active_rows_only=True, skip=settled)
+        return result.latent.to(z.dtype), list(result.passes), result.settled
 
 
 def _per_sample(value: str | Sequence[str], batch: int, name: str) -> list[str]:
