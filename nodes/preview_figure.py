@@ -25,17 +25,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-MAX_COLUMNS = 6
+MAX_COLUMNS = 4
 """Map columns per row before the grid wraps."""
-MAX_PANEL = 240
+MAX_PANEL = 180
 """Largest side of one map panel (pixels)."""
 MAX_MAP_STEPS = 11
 """With "every steered step", at most this many steps get map columns (evenly spaced, first and last included);
 the plot always shows every pass."""
-FIGURE_WIDTH = 1020
-LABEL_WIDTH = 132
+FIGURE_WIDTH = 800
+"""Shown about 750 px wide on the canvas: the text sizes below are chosen for that."""
+LABEL_WIDTH = 124
 """The strip left of the maps that names the subject and object rows."""
-PLOT_HEIGHT = 300
+PLOT_HEIGHT = 200
 BACKGROUND = (24, 24, 24)
 TEXT = (235, 235, 235)
 MUTED = (170, 170, 170)
@@ -111,7 +112,10 @@ def split_relation(relation: str) -> tuple[str, str, str]:
 
 
 def probability(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else (f"{value:.3f}" if value > 0.99 else f"{value:.2f}")
+    """As the steer node's report writes it: two decimals, three below 0.01 and above 0.99."""
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value:.3f}" if value > 0.99 or value < 0.01 else f"{value:.2f}"
 
 
 def _sample_probabilities(step: _Step, sample: int) -> list[float]:
@@ -140,7 +144,7 @@ def _plot(trace: _Trace, sample: int, width: int) -> Image.Image:
     """p(relation) at every steering pass; a band per steered step, labelled with the step number."""
     canvas = Image.new("RGB", (width, PLOT_HEIGHT), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-    small = font(16)
+    small = font(17)
     word = split_relation(trace.relations[0])[1] if trace.relations else ""
     values: list[float] = []
     bands: list[tuple[int, int, int]] = []  # (first pass, passes, step)
@@ -201,7 +205,7 @@ def _maps(trace: _Trace, chosen: Sequence[_Step], image: torch.Tensor | None, sa
         return grid
     note = Image.new("RGB", (width, 26), BACKGROUND)
     ImageDraw.Draw(note).text((LABEL_WIDTH, 4), f"maps of {len(chosen)} of the {len(trace.steps)} steered steps, "
-                              "evenly spaced (the plot shows them all)", font=font(16), fill=MUTED)
+                              "evenly spaced (the plot shows them all)", font=font(17), fill=MUTED)
     return _stack_images([grid, note], width)
 
 
@@ -212,7 +216,7 @@ def _grid(trace: _Trace, chosen: Sequence[_Step], image: torch.Tensor | None, sa
     per_row = min(len(columns), MAX_COLUMNS)
     gap = 6
     panel = min(MAX_PANEL, (width - LABEL_WIDTH - gap * per_row) // per_row)
-    caption = 46
+    caption = 48
     bands = math.ceil(len(columns) / per_row)
     band_height = caption + 2 * (panel + gap) + 12
     canvas = Image.new("RGB", (width, bands * band_height), BACKGROUND)
@@ -226,8 +230,8 @@ def _grid(trace: _Trace, chosen: Sequence[_Step], image: torch.Tensor | None, sa
         y = band * band_height
         probs = _sample_probabilities(step, sample)
         p = probs[-1] if after else probs[0] if probs else math.nan
-        draw.text((x + panel / 2, y + 2), label, font=font(17), fill=TEXT, anchor="mt")
-        draw.text((x + panel / 2, y + 22), f"p {probability(p)}", font=font(17), fill=CURVE, anchor="mt")
+        draw.text((x + panel / 2, y + 2), label, font=font(18), fill=TEXT, anchor="mt")
+        draw.text((x + panel / 2, y + 23), f"p {probability(p)}", font=font(18), fill=CURVE, anchor="mt")
         maps = step.maps_after if after else step.maps_before  # (B, 2, S, S)
         for row in range(2):
             rgb = heat(maps[min(sample, maps.shape[0] - 1), row], base)
@@ -256,8 +260,8 @@ def _legend(width: int) -> Image.Image:
     draw = ImageDraw.Draw(canvas)
     bar = viridis(np.linspace(0, 1, 240, dtype=np.float32))[None].repeat(14, axis=0)  # (14, 240, 3)
     canvas.paste(Image.fromarray((bar * 255).astype(np.uint8)), (LABEL_WIDTH, 6))
-    draw.text((LABEL_WIDTH + 250, 13), "attention, low -> high (each map scaled to its maximum), over the greyed "
-              "image", font=font(16), fill=MUTED, anchor="lm")
+    draw.text((LABEL_WIDTH + 250, 13), "attention low -> high, over the greyed image", font=font(17), fill=MUTED,
+              anchor="lm")
     return canvas
 
 

@@ -91,10 +91,11 @@ def text_report(text: str) -> dict[str, list[Any]]:
 
 
 def _probability(value: Any) -> str:
-    """0.126 -> '0.13'; above 0.99 three decimals ('0.997'), so 'almost sure' does not read as a flat 1.00."""
+    """0.126 -> '0.13'; below 0.01 and above 0.99 three decimals ('0.004', '0.997'), so 'almost never' and 'almost
+    sure' do not read as a flat 0.00 or 1.00."""
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return "n/a"
-    return f"{value:.3f}" if value > 0.99 else f"{value:.2f}"
+    return f"{value:.3f}" if value > 0.99 or value < 0.01 else f"{value:.2f}"
 
 
 def _pairs(before: Sequence[Any], after: Sequence[Any]) -> str:
@@ -117,11 +118,13 @@ def trace_text(summary: Mapping[str, Any]) -> str:
     """The steering trace in a few readable lines::
 
         steering: blue circle above red square
-        steered 10 of 20 steps, 160 passes: p(above) 0.13 -> 0.997
-        step 0: p(above) 0.13 -> 0.92 (16 it)
-        step 1: p(above) 0.91 -> 0.995 (3 it, early stop)
+        p(above) 0.13 -> 0.997 in 10 of 20 steps, 160 passes
+        per step, p(above) before -> after:
+        step 0: 0.13 -> 0.92 (16 it)
+        step 1: 0.91 -> 0.995 (3 it, early stop)
 
-    followed by the run's notes (memory choice, steps left unsteered and why).
+    followed by the run's notes (memory choice, steps left unsteered and why). The step lines are short, so they
+    fit the node's default width without wrapping.
     """
     relations = list(summary.get("relations", []))
     steps = list(summary.get("steps", []))
@@ -130,13 +133,13 @@ def trace_text(summary: Mapping[str, Any]) -> str:
     if steps:
         passes = sum(int(s.get("iterations", 0)) for s in steps)
         first, last = steps[0], steps[-1]
-        lines.append(f"steered {len(steps)} of {summary.get('num_steps', '?')} steps, {passes} passes: "
-                     f"{p} {_pairs(first.get('p_before', []), last.get('p_after', []))}")
+        lines.append(f"{p} {_pairs(first.get('p_before', []), last.get('p_after', []))} in {len(steps)} of "
+                     f"{summary.get('num_steps', '?')} steps, {passes} passes")
+        lines.append(f"per step, {p} before -> after:")
         for s in steps:
             extra = STOP_WORDS.get(str(s.get("stopped", "")), str(s.get("stopped", "")))
             detail = f"{s.get('iterations', 0)} it" + (f", {extra}" if extra else "")
-            lines.append(f"step {s.get('step')}: {p} {_pairs(s.get('p_before', []), s.get('p_after', []))} "
-                         f"({detail})")
+            lines.append(f"step {s.get('step')}: {_pairs(s.get('p_before', []), s.get('p_after', []))} ({detail})")
     else:
         lines.append("no step was steered")
     lines += [str(note) for note in summary.get("notes", [])]

@@ -59,16 +59,17 @@ def test_the_trace_reads_per_step_before_and_after() -> None:
                        notes=("memory fast: keeping activations",))
     assert reports.trace_text(summary).splitlines() == [
         "steering: blue circle above red square",
-        "steered 2 of 20 steps, 19 passes: p(above) 0.13 -> 0.997",
-        "step 0: p(above) 0.13 -> 0.92 (16 it)",
-        "step 1: p(above) 0.91 -> 0.997 (3 it, early stop)",
+        "p(above) 0.13 -> 0.997 in 2 of 20 steps, 19 passes",
+        "per step, p(above) before -> after:",
+        "step 0: 0.13 -> 0.92 (16 it)",
+        "step 1: 0.91 -> 0.997 (3 it, early stop)",
         "memory fast: keeping activations",
     ]
 
 
 def test_a_batch_shows_each_sample_and_non_finite_values_say_so() -> None:
-    summary = _summary([_step(0, [0.1, math.nan], [0.5, 0.6], stopped="loss_threshold")])
-    assert reports.trace_text(summary).splitlines()[2] == "step 0: p(above) 0.10 -> 0.50 | n/a -> 0.60 (16 it, official stop)"
+    summary = _summary([_step(0, [0.1, math.nan], [0.004, 0.6], stopped="loss_threshold")])
+    assert reports.trace_text(summary).splitlines()[3] == "step 0: 0.10 -> 0.004 | n/a -> 0.60 (16 it, official stop)"
 
 
 def test_mixed_or_unknown_relations_read_as_the_target() -> None:
