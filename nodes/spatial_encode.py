@@ -57,6 +57,7 @@ class SpatialPromptEncode(io.ComfyNode):
                     tooltip="The encoded prompt, carrying the parsed relations for the steering nodes."
                 )
             ],
+            is_output_node=True,  # its report is re-sent when a run finds it cached (web/learn_to_steer.js shows it)
         )
 
     @classmethod

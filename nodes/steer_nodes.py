@@ -140,6 +140,7 @@ class LearnedSpatialSteer(io.ComfyNode):
                                          tooltip="What the classifier read at each steered step, for Attention "
                                          "Preview."),
             ],
+            is_output_node=True,  # its report is re-sent when a run finds it cached (web/learn_to_steer.js shows it)
         )
 
     @classmethod

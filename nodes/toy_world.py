@@ -18,13 +18,11 @@ def describe(meta: dict[str, Any]) -> str:
     kinds = list(world.get("kinds", []))
     relations = list(world.get("relations", []))
     size = world.get("image_size", "?")
-    lines = [f"toy world: {size}x{size} images, two objects per scene"]
+    lines = [f"toy world: {size}x{size} images of two shapes"]
     if kinds:
         lines.append(f"objects: {', '.join(kinds)}")
     if relations:
         lines.append(f"relations: {', '.join(relations)}")
-    if len(kinds) >= 2 and relations:
-        lines.append(f"prompt like: a {kinds[0]} {relations[-1]} a {kinds[1]}")
     return "\n".join(lines)
 
 
@@ -48,10 +46,12 @@ class LoadToyWorld(io.ComfyNode):
                 ),
             ],
             outputs=[
-                io.Model.Output(display_name="MODEL", tooltip="The denoiser (an SD1-type model, 64x64 images)."),
+                io.Model.Output(display_name="MODEL", tooltip="The denoiser (an SD1-type model; images of the world's "
+                                "size, 128x128 for the shipped world)."),
                 io.Clip.Output(display_name="CLIP", tooltip="The text encoder (ComfyUI's SD1 tokenizer)."),
                 io.Vae.Output(display_name="VAE", tooltip="The autoencoder (TAESD layout)."),
             ],
+            is_output_node=True,  # its report is re-sent when a run finds it cached (web/learn_to_steer.js shows it)
         )
 
     @classmethod

@@ -12,18 +12,26 @@
  *    shown when the CLIP input comes from such a loader (or from a node this file does not know), and after a run
  *    the node's own report (`ui.l2s_t5`) decides.
  *
+ * 3. Readable text at the zoom the templates open at: the pack's own notes (`properties.l2s_note`) and Spatial
+ *    Prompt Encode's prompt box get a 15 px font instead of the 10 px default of text boxes (only those elements).
+ * 4. Template order. ComfyUI 0.3.64 lists a pack's templates in the order its server's file system returns them;
+ *    this pack's names start with a number (the toy world is 1), so its list is sorted by name.
+ *
  * Hidden widgets keep their values and are still sent with the prompt; only their rows are folded away.
  */
+import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 
 const EXTENSION = "learn_to_steer.canvas";
 const REPORT = "l2s_report";
+/** Node type -> [placeholder before a run, the panel's least height in px (what its report needs)]. */
 const REPORT_NODES = {
-  L2S_SpatialPromptEncode: "After Run: what the prompt was parsed into (subject, relation, object, token positions).",
-  L2S_LearnedSpatialSteer: "After Run: the classifier's probability of the requested relation, before -> after, "
-    + "for each steered step.",
-  L2S_LoadRelationClassifier: "After Run: the classifier's model family, relations and map size.",
-  L2S_LoadToyWorld: "After Run: what the toy world knows (objects, relations, image size).",
+  L2S_SpatialPromptEncode: ["After Run: what the prompt was parsed into (subject, relation, object, token "
+    + "positions).", 96],
+  L2S_LearnedSpatialSteer: ["After Run: the classifier's probability of the requested relation, before -> after, "
+    + "for each steered step.", 200],
+  L2S_LoadRelationClassifier: ["After Run: the classifier's model family, relations and map size.", 96],
+  L2S_LoadToyWorld: ["After Run: what the toy world knows (objects, relations, image size).", 110],
 };
 const STEER_NODES = new Set(["L2S_LearnedSpatialSteer", "L2S_LearnedSpatialSteerSampler"]);
 const CUSTOM_ONLY = ["last_steered_step", "step_size", "iterations", "early_stop_probability"];
@@ -32,24 +40,35 @@ const T5_CLIP_TYPES = new Set(["flux", "chroma"]);
 const NO_T5_SOURCES = new Set(["L2S_LoadToyWorld"]);
 const CLIP_LOADERS = new Set(["CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader", "QuadrupleCLIPLoader"]);
 
+const READABLE_FONT = "15px";
 const widgetOf = (node, name) => node.widgets?.find((w) => w.name === name);
 
-/** Show or fold away one widget; returns the change in the node's height (0 when nothing changed). */
+/** A larger font for one text box (a DOM widget); the frontend sizes text boxes with this CSS variable. */
+function enlargeText(widget) {
+  widget?.element?.style?.setProperty("--comfy-textarea-font-size", READABLE_FONT);
+}
+
+/** The height of one widget row (LiteGraph's widget height plus the 4 px between rows). */
+const rowHeight = () => (globalThis.LiteGraph?.NODE_WIDGET_HEIGHT ?? 20) + 4;
+
+/**
+ * Show or fold away one widget; returns the change in the node's height (0 when nothing changed). A folded widget
+ * is `hidden` (not drawn, not clickable) and measures -4 px, so with the 4 px row gap it takes no room.
+ */
 function setVisible(node, name, visible) {
   const widget = widgetOf(node, name);
   if (!widget || !widget.hidden === visible) return 0;
-  const height = (widget.computeSize?.(node.size[0])?.[1] ?? LiteGraph.NODE_WIDGET_HEIGHT) + 4;
   if (visible) {
     widget.hidden = false;
     if (widget.l2sOwnComputeSize) widget.computeSize = widget.l2sOwnComputeSize;
     else delete widget.computeSize;
     delete widget.l2sOwnComputeSize;
-    return LiteGraph.NODE_WIDGET_HEIGHT + 4;
+    return rowHeight();
   }
   if (Object.prototype.hasOwnProperty.call(widget, "computeSize")) widget.l2sOwnComputeSize = widget.computeSize;
   widget.hidden = true;
   widget.computeSize = () => [0, -4];
-  return -height;
+  return -rowHeight();
 }
 
 /** Apply visibilities; with `resize`, grow or shrink the node by the rows that appeared or went. */
@@ -110,14 +129,14 @@ function t5Visibility(node) {
   return { [T5_WIDGET]: guess !== false };
 }
 
-function addReport(node, placeholder) {
+function addReport(node, type, [placeholder, minHeight]) {
   const element = document.createElement("div");
   element.className = "l2s-report";
-  element.dataset.l2sNode = String(node.id);
-  element.dataset.placeholder = placeholder;
+  element.dataset.l2sType = type;
+  element.l2sNode = node; // its id is only final once a loaded graph has configured it
   Object.assign(element.style, {
     boxSizing: "border-box", width: "100%", height: "100%", overflow: "auto", padding: "6px 8px",
-    whiteSpace: "pre-wrap", wordBreak: "break-word", font: "14px/1.35 ui-monospace, Menlo, Consolas, monospace",
+    whiteSpace: "pre-wrap", wordBreak: "break-word", font: "15px/1.35 ui-monospace, Menlo, Consolas, monospace",
     color: "var(--input-text, #ddd)", background: "var(--comfy-input-bg, #222)", borderRadius: "6px",
     userSelect: "text",
   });
@@ -132,7 +151,7 @@ function addReport(node, placeholder) {
       element.dataset.text = text ?? "";
       show(text);
     },
-    getMinHeight: () => 60,
+    getMinHeight: () => minHeight,
     serialize: false,
   });
   widget.serialize = false; // not in widgets_values: saved workflows keep their positional widget values
@@ -154,7 +173,8 @@ function setup(nodeType, nodeData) {
   const onNodeCreated = nodeType.prototype.onNodeCreated;
   nodeType.prototype.onNodeCreated = function () {
     const result = onNodeCreated?.apply(this, arguments);
-    if (report) addReport(this, report);
+    if (report) addReport(this, name, report);
+    if (encode) enlargeText(widgetOf(this, "text"));
     const mode = steer ? widgetOf(this, "mode") : null;
     if (mode) {
       const callback = mode.callback;
@@ -202,8 +222,33 @@ function setup(nodeType, nodeData) {
   };
 }
 
+/** This pack's folder under custom_nodes: ComfyUI serves this file from /extensions/<folder>/. */
+const PACK_FOLDER = decodeURIComponent(new URL(import.meta.url).pathname.split("/")[2] ?? "");
+
+/** Sort this pack's entry of GET /workflow_templates by name (numbers in order: 2 before 10). */
+function sortOwnTemplates() {
+  const fetchTemplates = api.getWorkflowTemplates;
+  if (typeof fetchTemplates !== "function" || fetchTemplates.l2sSorted) return;
+  const sorted = async function () {
+    const templates = await fetchTemplates.apply(this, arguments);
+    const own = templates?.[PACK_FOLDER];
+    if (Array.isArray(own)) {
+      templates[PACK_FOLDER] = [...own].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+    }
+    return templates;
+  };
+  sorted.l2sSorted = true;
+  api.getWorkflowTemplates = sorted;
+}
+
 app.registerExtension({
   name: EXTENSION,
+  async setup() {
+    sortOwnTemplates();
+  },
+  loadedGraphNode(node) {
+    if (node.properties?.l2s_note) enlargeText(node.widgets?.find((w) => w.element));
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     setup(nodeType, nodeData);
   },

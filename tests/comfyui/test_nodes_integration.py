@@ -9,6 +9,7 @@ SAMPLER variant inside SamplerCustom, with Attention Preview on the decoded imag
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,23 @@ def test_nodes_are_registered_with_tooltips(comfy_server: ComfyServer) -> None:
             for input_name, spec in node["input"].get(section, {}).items():
                 assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
         assert all(node["output_tooltips"]), name
+
+
+@comfyui
+def test_widget_labels_follow_the_display_names(comfy_server: ComfyServer) -> None:
+    """The frontend labels widgets from the pack's locales/en/nodeDefs.json, not from V3 display names: keep them equal."""
+    locale = json.loads((Path(__file__).resolve().parents[2] / "locales" / "en" / "nodeDefs.json").read_text())
+    info = comfy_server.object_info()
+    named = {(node_id, input_name): spec[1]["display_name"]
+             for node_id, node in info.items() if node_id.startswith("L2S_")
+             for section in ("required", "optional") for input_name, spec in node["input"].get(section, {}).items()
+             if len(spec) > 1 and spec[1].get("display_name") not in (None, input_name)}
+    labels = {(node_id, input_name): entry["name"] for node_id, node in locale.items()
+              for input_name, entry in node.get("inputs", {}).items()}
+    assert named and labels == named
+    with urllib.request.urlopen(comfy_server.url + "/i18n", timeout=30) as response:
+        served = json.loads(response.read())["en"]["nodeDefs"]
+    assert served["L2S_LoadRelationClassifier"]["inputs"]["classifier_name"]["name"] == "file"
 
 
 @comfyui

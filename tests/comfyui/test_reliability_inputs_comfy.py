@@ -101,6 +101,17 @@ def test_explicit_override_finds_weighted_phrases(comfy_server: ComfyServer) -> 
     assert parsed(entry) == [BLUE_ABOVE_RED], entry["outputs"]["4"]["text"][0]
 
 
+@pytest.mark.parametrize(("file", "hint"), [
+    ("sd14.pth", "Google Drive folder linked in the README of https://github.com/sapir1779/learn-to-steer"),
+    ("my_sdxl.safetensors", "python -m training --help"),
+])
+def test_a_missing_classifier_file_says_where_to_get_it(comfy_server: ComfyServer, file: str, hint: str) -> None:
+    error = failure(comfy_server, steer_graph(PLAIN, classifier=file))
+    message = str(error.get("exception_message", ""))
+    assert f"Relation classifier '{file}' is not in the l2s_classifiers folders" in message, message
+    assert hint in message and "models/l2s_classifiers/" in message, message
+
+
 # ------------------------------------------------------------------------------------ item 5: metadata types
 
 
