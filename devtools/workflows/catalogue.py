@@ -20,9 +20,10 @@ from devtools.workflows.toy_example import workflow_toy_world
 
 
 def build_workflows() -> list[Workflow]:
-    """Every example workflow, in the order the README lists them."""
-    return [workflow_sd15(), workflow_sd21(), workflow_sdxl(), workflow_sd3(), workflow_flux_schnell(),
-            workflow_flux_dev(), workflow_compare_on_off(), workflow_sampler_custom(), workflow_toy_world()]
+    """Every example workflow, in the order the README lists them (the toy world, which needs no download, first;
+    the file names start with the same numbers, so the template browser lists them in this order too)."""
+    return [workflow_toy_world(), workflow_sd15(), workflow_sd21(), workflow_sdxl(), workflow_sd3(),
+            workflow_flux_schnell(), workflow_flux_dev(), workflow_compare_on_off(), workflow_sampler_custom()]
 
 
 def used_classes(workflows: Iterable[Workflow]) -> set[str]:

@@ -3,10 +3,16 @@
 Each graph is defined ONCE (:mod:`.model_examples`, :mod:`.toy_example`: API-format inputs plus node positions) and
 written twice:
 
-- ``example_workflows/<name>.json``: UI format (what the frontend's Save/Export writes and what ComfyUI lists in its
-  template browser: ``GET /workflow_templates`` globs ``example_workflows/*.json``), with ``<name>.jpg`` as thumbnail;
-- ``example_workflows/api/<name>.api.json``: API format (what ``POST /prompt`` executes, "Export (API)"). The API
-  twins live in a sub-folder because ComfyUI would otherwise list them as templates too (the glob is not recursive).
+- ``example_workflows/<file name>.json``: UI format (what the frontend's Save/Export writes and what ComfyUI lists in
+  its template browser: ``GET /workflow_templates`` globs ``example_workflows/*.json``), with ``<file name>.jpg`` as
+  thumbnail. The browser shows the file name as the template's title (and, ``-``/``_`` read as spaces, as its
+  description): it is descriptive and starts with a number, the toy world first;
+- ``example_workflows/api/<name>.api.json``: API format (what ``POST /prompt`` executes, "Export (API)"), under the
+  short id (``l2s_toy_world``...). The API twins live in a sub-folder because ComfyUI would otherwise list them as
+  templates too (the glob is not recursive).
+
+Files in those folders that the generator no longer writes (a renamed example) are removed (``--check`` reports
+them).
 
 A trimmed snapshot of ``/object_info`` for the node classes used is committed next to the generator
 (``devtools/workflows/object_info_snapshot.json``), so it runs without a server.
@@ -37,7 +43,7 @@ from collections.abc import Sequence
 
 from devtools import REPO_ROOT
 from devtools.workflows.catalogue import build_workflows
-from devtools.workflows.files import API_DIR, OUT_DIR, load_object_info, render_files
+from devtools.workflows.files import API_DIR, OUT_DIR, load_object_info, render_files, stale_files
 from devtools.workflows.thumbnails import draw_thumbnail
 
 logger = logging.getLogger(__name__)
@@ -57,12 +63,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     info = load_object_info(args)
     files = render_files(info)
+    thumbnails = {OUT_DIR / f"{w.file_name}.jpg": w for w in build_workflows()}
+    leftovers = stale_files(set(files) | set(thumbnails))
     if args.check:
         stale = [p for p, text in files.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
         for path in stale:
             logger.error("out of date: %s", path.relative_to(REPO_ROOT))
-        return 1 if stale else 0
+        for path in leftovers:
+            logger.error("no longer generated: %s", path.relative_to(REPO_ROOT))
+        return 1 if stale or leftovers else 0
     API_DIR.mkdir(parents=True, exist_ok=True)
+    for path in leftovers:
+        path.unlink()
+        logger.info("removed %s (no longer generated)", path.relative_to(REPO_ROOT))
     for path, text in files.items():
         path.write_text(text, encoding="utf-8")
         logger.info("wrote %s", path.relative_to(REPO_ROOT))
@@ -70,8 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if importlib.util.find_spec("PIL") is None:
             logger.error("thumbnails need Pillow: pip install pillow (or pass --no-thumbnails)")
             return 1
-        for workflow in build_workflows():
-            path = OUT_DIR / f"{workflow.name}.jpg"
+        for path, workflow in thumbnails.items():
             draw_thumbnail(workflow, path)
             logger.info("wrote %s (%d bytes)", path.relative_to(REPO_ROOT), path.stat().st_size)
     return 0

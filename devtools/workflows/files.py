@@ -1,5 +1,8 @@
 """The files the generator writes: UI graphs in ``example_workflows/``, API twins in ``example_workflows/api/``.
 
+A UI graph is named after its template title (``Workflow.file_name``), its API twin after the short id
+(``Workflow.name``), which scripts and the demo launcher use.
+
 The schema they are built with is the committed ``/object_info`` snapshot next to this module, or a fresh one read
 from a file or a running server (then trimmed and saved as the new snapshot).
 """
@@ -39,9 +42,15 @@ def render_files(info: dict[str, Any]) -> dict[Path, str]:
         api = to_api(workflow, info)
         if ui_to_api(ui, info) != api:  # the UI graph must round-trip to the API twin
             raise AssertionError(f"{workflow.name}: UI graph does not convert back to its API twin")
-        files[OUT_DIR / f"{workflow.name}.json"] = dump(ui)
+        files[OUT_DIR / f"{workflow.file_name}.json"] = dump(ui)
         files[API_DIR / f"{workflow.name}.api.json"] = dump(api)
     return files
+
+
+def stale_files(written: set[Path]) -> list[Path]:
+    """Files in the generator's folders that it no longer writes (a renamed or removed example)."""
+    owned = [*OUT_DIR.glob("*.json"), *OUT_DIR.glob("*.jpg"), *API_DIR.glob("*.api.json")]
+    return sorted(p for p in owned if p not in written)
 
 
 def load_object_info(args: argparse.Namespace) -> dict[str, Any]:

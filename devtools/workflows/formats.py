@@ -10,10 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from devtools.workflows.graph import Node, Out, Workflow
+from devtools.workflows.layout import ui_box
 from devtools.workflows.schema import FILE_INPUTS, combo_options, has_control_widget, input_specs, is_widget
 
 CONTROL_VALUE = "fixed"  # the "control after generate" value stored after every seed widget
+VIEW_MARGIN = 24
+"""Screen pixels between the canvas's top-left corner and the graph when a workflow opens."""
 VIRTUAL_NODES = frozenset({"Note", "MarkdownNote"})  # frontend-only: never in API format
+NOTE_PROPERTY = "l2s_note"
+"""Marks the pack's own notes; its web extension shows their text at a readable size (web/learn_to_steer.js)."""
 
 
 def complete_inputs(node: Node, info: dict[str, Any]) -> dict[str, Any]:
@@ -131,9 +136,11 @@ def to_ui(workflow: Workflow, info: dict[str, Any]) -> dict[str, Any]:
     ui_nodes: list[dict[str, Any]] = []
     for node in workflow.nodes:
         entry: dict[str, Any] = {"id": node.id, "type": node.class_type, "pos": list(node.pos)}
+        flags = {"collapsed": True} if node.collapsed else {}
         if node.class_type in VIRTUAL_NODES:
-            entry.update({"size": list(node.size or (400, 300)), "flags": {}, "order": order[node.id], "mode": 0,
-                          "inputs": [], "outputs": [], "properties": {}, "widgets_values": [node.text or ""]})
+            entry.update({"size": list(node.size or (400, 300)), "flags": flags, "order": order[node.id], "mode": 0,
+                          "inputs": [], "outputs": [], "properties": {NOTE_PROPERTY: True},
+                          "widgets_values": [node.text or ""]})
         else:
             node_info = info[node.class_type]
             specs = input_specs(node_info)
@@ -145,7 +152,7 @@ def to_ui(workflow: Workflow, info: dict[str, Any]) -> dict[str, Any]:
                         widgets.append(CONTROL_VALUE)
             entry.update({
                 "size": list(node.size) if node.size else _estimated_size(node, info),
-                "flags": {}, "order": order[node.id], "mode": 0,
+                "flags": flags, "order": order[node.id], "mode": 0,
                 "inputs": [{"name": s.name, "type": s.type, "link": in_links.get((node.id, s.name))}
                            for s in specs if not is_widget(s)],
                 "outputs": [{"name": name, "type": kind, "links": out_links.get((node.id, slot), []),
@@ -156,14 +163,26 @@ def to_ui(workflow: Workflow, info: dict[str, Any]) -> dict[str, Any]:
             if node.title:
                 entry["title"] = node.title
             entry["properties"] = {"Node name for S&R": node.class_type}
+            if node.models:
+                entry["properties"]["models"] = [m._asdict() for m in node.models]
             entry["widgets_values"] = widgets
         if node.colour:
             entry["color"], entry["bgcolor"] = node.colour
         ui_nodes.append(entry)
     return {
         "last_node_id": max(nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": links, "groups": [],
-        "config": {}, "extra": {"ds": {"scale": 0.6, "offset": [520, 120]}}, "version": 0.4,
+        "config": {}, "extra": {"ds": opening_view(ui_nodes, workflow.zoom)}, "version": 0.4,
     }
+
+
+def opening_view(ui_nodes: list[dict[str, Any]], zoom: float) -> dict[str, Any]:
+    """The canvas view a workflow opens at (``extra.ds``): ``zoom``, the graph's top-left corner near the screen's.
+
+    The frontend draws graph point p at screen (p + offset) * scale.
+    """
+    boxes = [ui_box(n) for n in ui_nodes]
+    left, top = min(b.x for b in boxes), min(b.y for b in boxes)
+    return {"scale": zoom, "offset": [round(VIEW_MARGIN / zoom - left, 1), round(VIEW_MARGIN / zoom - top, 1)]}
 
 
 def ui_to_api(ui: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:

@@ -10,15 +10,17 @@ OFFICIAL_REPO = "https://github.com/sapir1779/learn-to-steer"
 def note_markdown(title: str, what: str, models: Sequence[str], classifier: Sequence[str],
                   settings: Sequence[str]) -> str:
     """A workflow's note: what it does, the model files, the classifier, the settings, how to write the prompt."""
-    lines = [f"## {title}", "", what, "", "**Model files** (into `ComfyUI/models/...`)", ""]
+    lines = [f"## {title}", "", what, "", "**Model files** (into `ComfyUI/models/...`; when they are missing, "
+             "ComfyUI's Missing Models dialog offers these downloads)", ""]
     lines += [f"- {m}" for m in models]
     lines += ["", "**Relation classifier** (into `ComfyUI/models/l2s_classifiers/`)", ""]
     lines += [f"- {c}" for c in classifier]
     lines += ["", "**Settings**", ""]
     lines += [f"- {s}" for s in settings]
     lines += ["", "The prompt must name one relation: *above*, *below*, *to the left of*, *to the right of* (or a "
-              "synonym). Spatial Prompt Encode shows what it parsed; Attention Preview shows what the classifier "
-              "saw before and after steering."]
+              "synonym). After **Run**, Spatial Prompt Encode shows what it parsed, Learned Spatial Steer the "
+              "classifier's probability of the relation before and after each steered step, and Attention Preview "
+              "where the two objects attend."]
     return "\n".join(lines) + "\n"
 
 
@@ -44,5 +46,5 @@ def trained_classifier_lines(file: str, model: str) -> list[str]:
 
 STEER_DEFAULTS = ("`mode` official = the published steering of the classifier's family, scaled to your step count; "
                   "`fast` takes far fewer passes, `quality` keeps the image cleaner, `off` samples without steering. "
-                  "The four numbers below the mode count only in `custom` mode; they start at the official values "
-                  "of this graph.")
+                  "`custom` shows four numbers below the mode (steered steps, step size, iterations, early stop p), "
+                  "starting at the official values of this graph; the other modes ignore them.")

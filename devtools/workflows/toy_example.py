@@ -33,75 +33,93 @@ def _toy_recipe() -> Any:
     return module.get_family("toy").steering_recipe()
 
 
+TOY_FILE_NAME = "1. Toy world, plain vs steered (CPU, no downloads)"
+"""The template's file name: what ComfyUI's template browser shows as its title; "1." keeps it first."""
+TOY_ENLARGE = 3
+"""The comparison is enlarged this many times (nearest-exact) before it is saved and shown: 128 px is too small
+to judge on the canvas."""
+TOY_STITCH_SPACING = 4
+
+
 def workflow_toy_world() -> Workflow:
     """The shipped toy world: one seed through the stock KSampler and through Learned Spatial Steer, side by side."""
     recipe = _toy_recipe()
-    w = Workflow("l2s_toy_world", "Learn-to-Steer: toy world", "Toy world (shipped, CPU)",
+    w = Workflow("l2s_toy_world", TOY_FILE_NAME, "Learn-to-Steer: toy world", "Toy world (shipped, CPU)",
                  f"{TOY_SIDE}x{TOY_SIDE} | {TOY_SAMPLING['steps']} steps | CFG {TOY_SAMPLING['cfg']} | DDIM",
                  ("Load Toy World + Spatial Prompt Encode", "KSampler | Learned Spatial Steer", "VAE Decode x2",
-                  "Image Stitch", "Save Image + Attention Preview"),
+                  f"Image Stitch + enlarge x{TOY_ENLARGE}", "Save Image + Attention Preview"),
                  scene=Scene(("circle", (40, 80, 200), "circle"), ("square", (200, 50, 50), "square"),
                              "blue circle above red square", vertical=True))
-    world = w.add("L2S_LoadToyWorld", (0, 0), {"world": TOY_WORLD_FILE}, size=(340, 98))
-    clf = w.add("L2S_LoadRelationClassifier", (0, 150), {"classifier_name": TOY_CLASSIFIER_FILE, "family": "auto"},
-                size=(340, 82), colour=STEER_COLOUR)
-    latent = w.add("EmptyLatentImage", (0, 290), {"width": TOY_SIDE, "height": TOY_SIDE, "batch_size": 1},
-                   size=(340, 106))
-    pos = w.add("L2S_SpatialPromptEncode", (400, 0), {"clip": Out(world, 1), "text": TOY_PROMPT},
-                title="Spatial Prompt Encode (positive)", size=(420, 300), colour=POSITIVE_COLOUR)
-    neg = w.add("CLIPTextEncode", (400, 350), {"clip": Out(world, 1), "text": ""},
-                title="CLIP Text Encode (negative)", size=(420, 150), colour=NEGATIVE_COLOUR)
+    # loaders (x 0) | prompts, then decoding (x 340) | samplers (x 780) | results (x 1160); the note bottom left.
+    # At the opening zoom (0.8) this fills a 1920 x 1080 screen and stays clear of the minimap's corner.
+    world = w.add("L2S_LoadToyWorld", (0, 0), {"world": TOY_WORLD_FILE}, size=(320, 300))
+    clf = w.add("L2S_LoadRelationClassifier", (0, 350), {"classifier_name": TOY_CLASSIFIER_FILE, "family": "auto"},
+                size=(320, 230), colour=STEER_COLOUR)
+    latent = w.add("EmptyLatentImage", (0, 630), {"width": TOY_SIDE, "height": TOY_SIDE, "batch_size": 1},
+                   size=(320, 106))
+    pos = w.add("L2S_SpatialPromptEncode", (340, 0), {"clip": Out(world, 1), "text": TOY_PROMPT},
+                title="Spatial Prompt Encode (positive)", size=(420, 290), colour=POSITIVE_COLOUR)
+    neg = w.add("CLIPTextEncode", (340, 340), {"clip": Out(world, 1), "text": ""},
+                title="CLIP Text Encode (negative)", size=(420, 90), colour=NEGATIVE_COLOUR)
     conditioning = {"model": Out(world, 0), "positive": Out(pos, 0), "negative": Out(neg, 0),
                     "latent_image": Out(latent, 0)}
-    plain = w.add("KSampler", (880, 0), {**conditioning, **TOY_SAMPLING}, title="KSampler (steering off)",
-                  size=(340, 262))
-    steer = w.add("L2S_LearnedSpatialSteer", (880, 320),
+    plain = w.add("KSampler", (780, 0), {**conditioning, **TOY_SAMPLING}, title="KSampler (steering off)",
+                  size=(360, 262))
+    steer = w.add("L2S_LearnedSpatialSteer", (780, 312),
                   {**conditioning, "classifier": Out(clf, 0), **TOY_SAMPLING, **TOY_STEERING},
-                  title="Learned Spatial Steer (steering on)", size=(340, 470), colour=STEER_COLOUR)
-    decode_plain = w.add("VAEDecode", (1280, 0), {"samples": Out(plain, 0), "vae": Out(world, 2)},
-                         title="VAE Decode (off)", size=(220, 46))
-    decode_steer = w.add("VAEDecode", (1280, 320), {"samples": Out(steer, 0), "vae": Out(world, 2)},
-                         title="VAE Decode (on)", size=(220, 46))
-    stitch = w.add("ImageStitch", (1280, 90), {"image1": Out(decode_plain, 0), "image2": Out(decode_steer, 0),
-                                               "direction": "right", "match_image_size": True, "spacing_width": 4,
-                                               "spacing_color": "white"}, size=(260, 150))
-    w.add("SaveImage", (1580, 0), {"images": Out(stitch, 0), "filename_prefix": "l2s_toy_world"},
-          title="Save Image (unsteered | steered)", size=(420, 300))
-    w.add("SaveImage", (1580, 350), {"images": Out(decode_plain, 0), "filename_prefix": "l2s_toy_unsteered"},
-          title="Save Image (unsteered)", size=(260, 260))
-    w.add("SaveImage", (1880, 350), {"images": Out(decode_steer, 0), "filename_prefix": "l2s_toy_steered"},
-          title="Save Image (steered)", size=(260, 260))
-    w.add("L2S_AttentionPreview", (2040, 0), {"trace": Out(steer, 1), "image": Out(decode_steer, 0),
-                                              "steps": "first and last steered step"}, size=(780, 760))
-    w.note("\n".join([
+                  title="Learned Spatial Steer (steering on)", size=(360, 760), colour=STEER_COLOUR)
+    decode_plain = w.add("VAEDecode", (340, 480), {"samples": Out(plain, 0), "vae": Out(world, 2)},
+                         title="VAE Decode (off)", size=(200, 46))
+    decode_steer = w.add("VAEDecode", (560, 480), {"samples": Out(steer, 0), "vae": Out(world, 2)},
+                         title="VAE Decode (on)", size=(200, 46))
+    stitch = w.add("ImageStitch", (340, 576), {"image1": Out(decode_plain, 0), "image2": Out(decode_steer, 0),
+                                               "direction": "right", "match_image_size": True,
+                                               "spacing_width": TOY_STITCH_SPACING, "spacing_color": "white"},
+                   size=(210, 150))
+    enlarge = w.add("ImageScaleBy", (560, 576), {"image": Out(stitch, 0), "upscale_method": "nearest-exact",
+                                                 "scale_by": float(TOY_ENLARGE)},
+                    title=f"Enlarge x{TOY_ENLARGE} (nearest)", size=(200, 82))
+    # the single images, at the world's size, for the demo script's judge: saved, folded away on the canvas
+    w.add("SaveImage", (560, 708), {"images": Out(decode_plain, 0), "filename_prefix": "l2s_toy_unsteered"},
+          title="Save unsteered", size=(200, 58), collapsed=True)
+    w.add("SaveImage", (560, 748), {"images": Out(decode_steer, 0), "filename_prefix": "l2s_toy_steered"},
+          title="Save steered", size=(200, 58), collapsed=True)
+    results_width = 750  # ends left of the minimap (bottom right of the screen); the 780 px comparison shrinks a bit
+    w.add("SaveImage", (1160, 0), {"images": Out(enlarge, 0), "filename_prefix": "l2s_toy_world"},
+          title="Save Image (unsteered | steered)", size=(results_width, 420))
+    w.add("L2S_AttentionPreview", (1160, 470), {"trace": Out(steer, 1), "image": Out(decode_steer, 0),
+                                                "steps": "first and last steered step"}, size=(results_width, 710))
+    w.note(toy_note(recipe, w), (0, 800), (760, 380))
+    return w
+
+
+def toy_note(recipe: Any, w: Workflow) -> str:
+    """The toy note; the seed and sampler settings are read from the graph's Learned Spatial Steer node."""
+    steer = next(n for n in w.nodes if n.class_type == "L2S_LearnedSpatialSteer").inputs
+    seeds = sorted({n.inputs["seed"] for n in w.nodes if n.class_type in ("KSampler", "L2S_LearnedSpatialSteer")})
+    if len(seeds) != 1:
+        raise ValueError(f"{w.name}: the two samplers must share one seed, got {seeds}")
+    return "\n".join([
         "## Learn-to-Steer: toy world",
         "",
-        "A tiny text-to-image world that ships with the pack and runs on a CPU in seconds: scenes of two coloured "
-        f"shapes, {TOY_SIDE}x{TOY_SIDE} pixels. The same prompt, conditioning and seed go through the stock KSampler "
-        "(left image) and through Learned Spatial Steer (right image); Image Stitch puts them side by side.",
+        f"A tiny world shipped with the pack (nothing to download; seconds on a CPU): two coloured shapes, "
+        f"{TOY_SIDE}x{TOY_SIDE} px. One prompt and seed go through the stock KSampler (left image) and Learned "
+        f"Spatial Steer (right image), enlarged {TOY_ENLARGE}x. Press **Run**: Spatial Prompt Encode shows what it "
+        "parsed, Learned Spatial Steer the classifier's probability of the relation before -> after each steered "
+        "step, Attention Preview where the two objects attend.",
         "",
-        "**Files** (shipped in the pack's `toy_world/` folder, nothing to download)",
+        f"**Files** (in the pack's `toy_world/` folder): `{TOY_WORLD_FILE}` (model, text encoder, autoencoder; your "
+        f"own builds go into `models/l2s_toy_worlds/`) and `{TOY_CLASSIFIER_FILE}` (its relation classifier; yours "
+        "go into `models/l2s_classifiers/`).",
         "",
-        f"- `{TOY_WORLD_FILE}`: the model, text encoder and autoencoder (Load Toy World; your own builds go into "
-        "`models/l2s_toy_worlds/`)",
-        f"- `{TOY_CLASSIFIER_FILE}`: its relation classifier (Load Relation Classifier; your own go into "
-        "`models/l2s_classifiers/`)",
+        f"**Prompts** like \"{TOY_PROMPT}\": two of *red square*, *green triangle*, *blue circle*, *yellow star*, "
+        "*purple cross*, *orange diamond* and one of *above*, *below*, *to the left of*, *to the right of*. The world "
+        "was trained with a bias (most pairs usually appear one way round), so the unsteered image may follow the "
+        "habit rather than the words.",
         "",
-        "**Prompts**",
-        "",
-        f"- Like \"{TOY_PROMPT}\": two of *red square*, *green triangle*, *blue circle*, *yellow star*, *purple "
-        "cross*, *orange diamond* and one of *above*, *below*, *to the left of*, *to the right of*.",
-        "- The world was trained with a bias (most pairs usually appear in one arrangement), so for some prompts the "
-        "unsteered image follows the habit rather than the words; steering pushes toward the relation the prompt "
-        "names.",
-        "",
-        "**Settings**",
-        "",
-        f"- {TOY_SIDE}x{TOY_SIDE} (the size the world was trained at), {TOY_SAMPLING['steps']} steps, CFG "
-        f"{TOY_SAMPLING['cfg']}, `ddim` + `ddim_uniform`, seed {TOY_SEED} in both samplers (keep them equal when you "
-        "change it).",
-        f"- The toy family's steering recipe: steps 0-{recipe.last_step - 1} of {recipe.num_steps}, step size "
-        f"{recipe.step_size:g} (the toy latents' scale; SD's 5 overshoots there), {recipe.iterations} iterations per "
-        "step. " + STEER_DEFAULTS,
-    ]) + "\n", (-480, 0), (440, 760))
-    return w
+        f"**Settings**: {TOY_SIDE}x{TOY_SIDE} (the world's size), {steer['steps']} steps, CFG {steer['cfg']}, "
+        f"`{steer['sampler_name']}` + `{steer['scheduler']}`, seed {seeds[0]} in both samplers (keep them equal). "
+        f"`mode` {steer['mode']} runs the toy recipe: steps 0-{recipe.last_step - 1} of {recipe.num_steps}, step "
+        f"size {recipe.step_size:g}, {recipe.iterations} iterations per step. " + STEER_DEFAULTS + " The single "
+        f"images are also saved at {TOY_SIDE} px (the folded Save nodes) for `bash scripts/demo.sh`.",
+    ]) + "\n"

@@ -14,7 +14,9 @@ from __future__ import annotations
 import copy
 import glob
 import json
+import re
 import shutil
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,9 @@ from devtools.workflows.catalogue import build_workflows, used_classes
 from devtools.workflows.files import SNAPSHOT as SNAPSHOT_PATH
 from devtools.workflows.files import render_files
 from devtools.workflows.formats import to_ui, ui_to_api
+from devtools.workflows.layout import describe_overlaps, overlapping, ui_box
 from devtools.workflows.schema import trim_object_info
-from devtools.workflows.toy_example import TOY_SEED, TOY_STEERING
+from devtools.workflows.toy_example import TOY_ENLARGE, TOY_SEED, TOY_STEERING
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "example_workflows"
@@ -39,7 +42,9 @@ MODEL_NAMES = ("l2s_sd15", "l2s_sd21", "l2s_sdxl", "l2s_sd3", "l2s_flux_schnell"
                "l2s_sampler_custom")
 """The examples for full-size models (run here on tiny random stand-ins)."""
 TOY = "l2s_toy_world"
-NAMES = (*MODEL_NAMES, TOY)
+NAMES = (TOY, *MODEL_NAMES)
+FILE_NAMES = {w.name: w.file_name for w in build_workflows()}
+"""Short id -> the UI graph's file name (the template's title in ComfyUI's template browser)."""
 # workflow -> tiny-model family of tests/comfy_test_pack
 TINY_FAMILY = {"l2s_sd15": "sd1", "l2s_sd21": "sd2", "l2s_sdxl": "sdxl", "l2s_sd3": "sd3", "l2s_flux_schnell": "flux",
                "l2s_flux_dev": "flux", "l2s_compare_on_off": "sd2", "l2s_sampler_custom": "flux"}
@@ -53,7 +58,7 @@ SNAPSHOT: dict[str, Any] = json.loads(SNAPSHOT_PATH.read_text(encoding="utf-8"))
 
 
 def ui(name: str) -> dict[str, Any]:
-    return json.loads((EXAMPLES / f"{name}.json").read_text(encoding="utf-8"))
+    return json.loads((EXAMPLES / f"{FILE_NAMES[name]}.json").read_text(encoding="utf-8"))
 
 
 def api(name: str) -> dict[str, Any]:
@@ -76,7 +81,7 @@ def one(prompt: dict[str, Any], class_type: str) -> dict[str, Any]:
 def test_template_folder_holds_exactly_the_ui_workflows() -> None:
     """ComfyUI lists example_workflows/*.json as templates: only the UI graphs may match; the API twins are in api/."""
     listed = sorted(Path(p).name for p in glob.glob(str(EXAMPLES / "*.json")))
-    assert listed == sorted(f"{n}.json" for n in NAMES)
+    assert listed == sorted(f"{FILE_NAMES[n]}.json" for n in NAMES)
     assert sorted(p.name for p in API_DIR.glob("*.json")) == sorted(f"{n}.api.json" for n in NAMES)
     assert not any(name.startswith("_") for name in listed)
 
@@ -133,9 +138,73 @@ def test_generated_files_are_up_to_date() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_workflow_has_a_small_jpeg_thumbnail(name: str) -> None:
-    data = (EXAMPLES / f"{name}.jpg").read_bytes()
+    data = (EXAMPLES / f"{FILE_NAMES[name]}.jpg").read_bytes()
     assert data[:3] == b"\xff\xd8\xff", "not a JPEG"
     assert 2_000 < len(data) < 40_000
+
+
+def test_template_titles_are_descriptive_numbered_and_the_toy_world_comes_first() -> None:
+    """ComfyUI 0.3.64's template browser shows a pack's template by its file name, in the order of those names."""
+    titles = [w.file_name for w in build_workflows()]
+    assert titles[0].startswith("1. Toy world") and "no downloads" in titles[0]
+    assert [t.split(".")[0] for t in titles] == [str(i) for i in range(1, len(titles) + 1)]
+    assert sorted(titles) == titles, "the names must sort in the catalogue's order"
+    for title in titles:
+        assert not re.search(r'[\\/:*?"<>|#%&]', title) and title == title.strip(), title
+        assert not title.lower().startswith("l2s_") and len(title.split()) >= 3, title
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_nodes_overlap(name: str) -> None:
+    """Nodes (title bars included) as the generator sizes them; the browser test checks the frontend's sizes."""
+    assert not describe_overlaps(overlapping(ui_box(n) for n in ui(name)["nodes"]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_graph_opens_in_one_screen(name: str) -> None:
+    """At the saved zoom, every node fits a 1920 x 1080 screen (canvas from x 64, y 80), clear of the minimap."""
+    graph = ui(name)
+    view = graph["extra"]["ds"]
+    assert view["scale"] >= 0.8, "the pack's 15 px report text must read at 12 px or more"
+    for node in graph["nodes"]:
+        box = ui_box(node)
+        left, top = (box.x + view["offset"][0]) * view["scale"] + 64, (box.y + view["offset"][1]) * view["scale"] + 80
+        right, bottom = left + box.width * view["scale"], top + box.height * view["scale"]
+        assert left >= 64 and top >= 80 and right <= 1920 and bottom <= 1080, (box, left, top, right, bottom)
+        assert not (right > 1620 and bottom > 815), f"{box.title} reaches under the minimap (bottom right)"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notes_state_the_seeds_the_graph_uses(name: str) -> None:
+    graph = ui(name)
+    text = next(n for n in graph["nodes"] if n["type"] == "MarkdownNote")["widgets_values"][0]
+    seeds = {v["inputs"][k] for v in api(name).values() for k in ("seed", "noise_seed") if k in v["inputs"]}
+    stated = {int(m) for m in re.findall(r"\bseed (\d+)", text)}
+    assert len(seeds) == 1, seeds
+    assert stated <= seeds, f"the note says seed {stated}, the samplers use {seeds}"
+
+
+MODEL_WIDGETS = ("ckpt_name", "unet_name", "clip_name1", "clip_name2", "vae_name")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_loaders_carry_download_links_for_the_missing_models_dialog(name: str) -> None:
+    """The frontend's dialog reads properties.models {name, url, directory}; it downloads only .safetensors files
+    from huggingface.co (or civitai.com) whose name is one of the node's widget values."""
+    prompt = api(name)
+    for node in ui(name)["nodes"]:
+        files = [prompt[str(node["id"])]["inputs"][k] for k in MODEL_WIDGETS
+                 if str(node["id"]) in prompt and k in prompt[str(node["id"])]["inputs"]]
+        if not files:
+            continue
+        models = node["properties"].get("models", [])
+        assert [m["name"] for m in models] == files, node["type"]
+        for model in models:
+            assert set(model) == {"name", "url", "directory"}
+            assert model["url"].startswith("https://huggingface.co/") and model["name"].endswith(".safetensors")
+            assert urllib.parse.urlparse(model["url"]).path.endswith("/" + model["name"]), model
+            assert model["directory"] in ("checkpoints", "diffusion_models", "text_encoders", "vae"), model
+    assert not any("models" in n["properties"] for n in ui(name)["nodes"] if n["type"] == "L2S_LoadRelationClassifier")
 
 
 # name -> (model files, classifier, side, steps, cfg, sampler, scheduler, flux guidance)
@@ -240,12 +309,14 @@ def test_note_says_where_the_files_come_from(name: str) -> None:
 TOY_PROMPT = "a blue circle above a red square"
 TOY_FILES = ("toy_world.safetensors", "toy_relation_classifier.safetensors")
 TOY_SAVES = {"l2s_toy_world": "ImageStitch", "l2s_toy_unsteered": "KSampler", "l2s_toy_steered":
-             "L2S_LearnedSpatialSteer"}  # SaveImage prefix -> what its image comes from
+             "L2S_LearnedSpatialSteer"}  # SaveImage prefix -> what its image comes from (through the enlargement)
 
 
 def _image_source(prompt: dict[str, Any], link: list[Any]) -> str:
-    """The class behind an IMAGE link: the sampler a VAE Decode decodes, or the node itself."""
+    """The class behind an IMAGE link: the sampler a VAE Decode decodes, the input of an enlargement, or the node."""
     node = prompt[link[0]]
+    if node["class_type"] == "ImageScaleBy":
+        return _image_source(prompt, node["inputs"]["image"])
     if node["class_type"] == "VAEDecode":
         return prompt[node["inputs"]["samples"][0]]["class_type"]
     return node["class_type"]
@@ -280,6 +351,10 @@ def test_toy_workflow_compares_one_seed_with_and_without_steering_on_the_shipped
     saves = {n["inputs"]["filename_prefix"]: _image_source(prompt, n["inputs"]["images"])
              for n in nodes_of(prompt, "SaveImage")}
     assert saves == TOY_SAVES
+    comparison = next(n for n in nodes_of(prompt, "SaveImage") if n["inputs"]["filename_prefix"] == TOY)
+    enlarge = prompt[comparison["inputs"]["images"][0]]
+    assert enlarge["class_type"] == "ImageScaleBy", "the 128 px comparison must be enlarged to be judged on the canvas"
+    assert enlarge["inputs"]["upscale_method"] == "nearest-exact" and enlarge["inputs"]["scale_by"] == TOY_ENLARGE >= 3
     preview = one(prompt, "L2S_AttentionPreview")
     assert prompt[preview["trace"][0]]["class_type"] == "L2S_LearnedSpatialSteer"
 
@@ -326,11 +401,11 @@ def test_ui_graphs_regenerate_identically_from_the_live_object_info(comfy_server
 def test_comfyui_lists_the_ui_graphs_as_templates(comfy_server: ComfyServer) -> None:
     with urllib.request.urlopen(comfy_server.url + "/workflow_templates", timeout=30) as response:
         templates = json.loads(response.read())
-    assert sorted(templates[PACK_LINK_NAME]) == sorted(NAMES)
-    base = f"{comfy_server.url}/api/workflow_templates/{PACK_LINK_NAME}"
-    with urllib.request.urlopen(f"{base}/l2s_sd15.json", timeout=30) as response:
+    assert sorted(templates[PACK_LINK_NAME]) == sorted(FILE_NAMES.values())
+    base = f"{comfy_server.url}/api/workflow_templates/{PACK_LINK_NAME}/{urllib.parse.quote(FILE_NAMES['l2s_sd15'])}"
+    with urllib.request.urlopen(f"{base}.json", timeout=30) as response:
         assert json.loads(response.read()) == ui("l2s_sd15")
-    with urllib.request.urlopen(f"{base}/l2s_sd15.jpg", timeout=30) as response:
+    with urllib.request.urlopen(f"{base}.jpg", timeout=30) as response:
         assert response.read()[:3] == b"\xff\xd8\xff"
 
 
@@ -429,7 +504,8 @@ def test_toy_workflow_executes_as_shipped(comfy_server: ComfyServer, request: py
             assert len(images) == 1, f"{node['class_type']} {node_id} produced {images}"
     spacing = one(prompt, "ImageStitch")["spacing_width"]
     side = one(prompt, "EmptyLatentImage")["width"]  # the world's own size (checked against the bundle above)
-    sizes = {prefix: (2 * side + spacing, side) if prefix == TOY else (side, side) for prefix in TOY_SAVES}
+    sizes = {prefix: (TOY_ENLARGE * (2 * side + spacing), TOY_ENLARGE * side) if prefix == TOY else (side, side)
+             for prefix in TOY_SAVES}
     for prefix, size in sizes.items():
         saved = [p for p in comfy_server.output_files(entry) if p.name.startswith(f"{prefix}_")]
         assert len(saved) == 1 and _png_size(saved[0]) == size, (prefix, saved)
