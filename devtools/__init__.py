@@ -10,6 +10,8 @@ Modules, one concept each:
                      wire the pack into a base directory, run a workflow, report.
 * ``workflows``    — the example-workflow generator behind ``scripts/build_example_workflows.py``: one definition
                      per graph, written as a UI graph, an API twin and a thumbnail.
+* ``browser``      — the pack in ComfyUI's real frontend (headless Chromium + Playwright): the browser test and
+                     ``scripts/browser_check.py`` (templates open cleanly, the toy world runs and shows its reports).
 
 ``pack_loader``, ``comfy_server`` and ``launcher`` use the standard library only: ``bash scripts/demo.sh`` runs the
 launcher with a bare ``python3``. The entry points in ``scripts/`` put the repo root on ``sys.path`` themselves;

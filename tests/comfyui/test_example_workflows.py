@@ -154,6 +154,15 @@ def test_template_titles_are_descriptive_numbered_and_the_toy_world_comes_first(
         assert not title.lower().startswith("l2s_") and len(title.split()) >= 3, title
 
 
+def test_the_overlap_check_counts_title_bars_and_ignores_neighbours() -> None:
+    def node(node_id: int, y: float, height: float = 100) -> dict[str, Any]:
+        return {"id": node_id, "type": "X", "pos": [0, y], "size": [100, height]}
+
+    assert overlapping([ui_box(node(1, 0)), ui_box(node(2, 140))]) == []
+    assert len(overlapping([ui_box(node(1, 0)), ui_box(node(2, 120))])) == 1, "the second title bar starts at 90"
+    assert overlapping([ui_box(node(1, 0)), ui_box({**node(2, 0), "pos": [100, 0]})]) == [], "side by side"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_no_nodes_overlap(name: str) -> None:
     """Nodes (title bars included) as the generator sizes them; the browser test checks the frontend's sizes."""
