@@ -41,7 +41,8 @@ def _number(term: str, value: str, kind: type) -> float | int:
     try:
         number = kind(value)
     except ValueError:
-        raise ValueError(f"Budget term {term!r}: {value!r} is not {'an integer' if kind is int else 'a number'}.")
+        raise ValueError(f"Budget term {term!r}: {value!r} is not {'an integer' if kind is int else 'a number'}."
+                         ) from None
     if number <= 0:
         raise ValueError(f"Budget term {term!r}: the value must be > 0.")
     return number
