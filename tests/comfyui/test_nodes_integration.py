@@ -252,14 +252,14 @@ def test_modes_steer_as_their_presets_say(comfy_server: ComfyServer) -> None:
     fast = PRESETS["fast"].resolve(8, "sd14")
     assert [s["step"] for s in summaries["official"]["steps"]] == list(range(official.last_step))
     assert all(s["iterations"] <= official.iterations for s in summaries["official"]["steps"])
-    assert len(summaries["fast"]["steps"]) <= fast.last_step
-    assert all(s["iterations"] <= fast.iterations for s in summaries["fast"]["steps"])
-    assert sum(s["iterations"] for s in summaries["fast"]["steps"]) < sum(
-        s["iterations"] for s in summaries["official"]["steps"])
+    for mode, resolved in (("fast", fast), ("quality", PRESETS["quality"].resolve(8, "sd14"))):
+        assert {s["step"] for s in summaries[mode]["steps"]} <= set(range(resolved.last_step))
+        assert all(s["iterations"] <= resolved.iterations for s in summaries[mode]["steps"])
     assert [s["step"] for s in custom["steps"]] == [0, 1, 2] and all(s["iterations"] == 2 for s in custom["steps"])
     latents = {mode: latent(comfy_server, f"mode_{mode}") for mode in ("official", "fast", "quality")}
-    assert not torch.equal(latents["official"], latents["quality"])
+    assert not torch.equal(latents["official"], latents["quality"])  # the update rules differ
     assert not torch.equal(latents["official"], latents["fast"])
+    assert not torch.equal(latents["fast"], latents["quality"])
 
 
 @comfyui

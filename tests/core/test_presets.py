@@ -24,10 +24,13 @@ def test_off_steers_nothing() -> None:
     assert mode_options("off").resolve(20, "toy").last_step == 0
 
 
-def test_fast_takes_fewer_passes_than_official() -> None:
-    fast, official = mode_options("fast").resolve(20, "toy"), mode_options("official").resolve(20, "toy")
-    assert fast.last_step * fast.iterations < official.last_step * official.iterations
-    assert fast.early_stop_probability is not None
+def test_fast_and_quality_stop_early_and_keep_the_statistics() -> None:
+    for mode in ("fast", "quality"):
+        resolved = mode_options(mode).resolve(20, "toy")
+        assert resolved.early_stop_probability == 0.9 and resolved.update_rule.keep_statistics
+        assert resolved.last_step == 10 and resolved.iterations == 16  # the official range and cap
+    assert mode_options("fast").update_rule.relative_step == 0.08
+    assert mode_options("quality").update_rule.relative_step is None
 
 
 def test_custom_numbers_are_taken_as_given() -> None:
