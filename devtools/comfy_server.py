@@ -291,6 +291,17 @@ class ComfyProcess:
         Raises:
             ComfyServerError: On HTTP 400; the message is the server's validation error, flattened.
         """
+        return str(self.post_prompt(prompt, client_prefix)["prompt_id"])
+
+    def post_prompt(self, prompt: dict[str, Any], client_prefix: str = "l2s") -> dict[str, Any]:
+        """``POST /prompt`` an API-format prompt and return ComfyUI's reply (``prompt_id``, ``node_errors``, ...).
+
+        ComfyUI queues a prompt when at least one of its outputs validates; the others are listed in
+        ``node_errors`` and do not run.
+
+        Raises:
+            ComfyServerError: On HTTP 400 (no output validates); the message is the server's error, flattened.
+        """
         payload = {"prompt": prompt, "client_id": f"{client_prefix}-{uuid.uuid4().hex[:8]}"}
         try:
             reply = self.request("POST", "/prompt", payload)
@@ -302,7 +313,7 @@ class ComfyProcess:
             except json.JSONDecodeError:
                 body, text = None, raw
             raise ComfyServerError(f"ComfyUI rejected the prompt (HTTP {exc.code}):\n{text}", body=body) from exc
-        return str(reply["prompt_id"])
+        return dict(reply)
 
     def wait(self, prompt_id: str, timeout: float = PROMPT_TIMEOUT_S) -> dict[str, Any]:
         """Poll ``/history/{prompt_id}`` until the prompt finished (successfully or not) and return the entry.

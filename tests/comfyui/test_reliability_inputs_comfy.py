@@ -102,7 +102,7 @@ def test_explicit_override_finds_weighted_phrases(comfy_server: ComfyServer) -> 
 
 
 @pytest.mark.parametrize(("file", "hint"), [
-    ("sd14.pth", "Google Drive folder linked in the README of https://github.com/sapir1779/learn-to-steer"),
+    ("flux_schnell.pth", "Google Drive folder linked in the README of https://github.com/sapir1779/learn-to-steer"),
     ("my_sdxl.safetensors", "python -m training --help"),
 ])
 def test_a_missing_classifier_file_says_where_to_get_it(comfy_server: ComfyServer, file: str, hint: str) -> None:

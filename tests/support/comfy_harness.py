@@ -284,6 +284,10 @@ class ComfyServer:
         """
         return self._require_server().queue_prompt(prompt, client_prefix="l2s-tests")
 
+    def post_prompt(self, prompt: dict[str, Any]) -> dict[str, Any]:
+        """``POST /prompt`` and return ComfyUI's reply (``prompt_id`` and the ``node_errors`` of outputs not run)."""
+        return self._require_server().post_prompt(prompt, client_prefix="l2s-tests")
+
     def wait(self, prompt_id: str, timeout: float = PROMPT_TIMEOUT_S) -> dict[str, Any]:
         """Poll ``/history/{prompt_id}`` until the prompt finished (successfully or not) and return the entry.
 
