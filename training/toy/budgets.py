@@ -48,6 +48,14 @@ def _number(term: str, value: str, kind: type) -> float | int:
     return number
 
 
+def _fraction(term: str, value: str, what: str) -> float:
+    """A number in (0, 1], e.g. a probability or a share of the steered steps."""
+    number = float(_number(term, value, float))
+    if number > 1:
+        raise ValueError(f"Budget term {term!r}: {what} is at most 1.")
+    return number
+
+
 def parse_budget(spec: str) -> Budget:
     """The :class:`Budget` of one spec (see the module docstring).
 
@@ -63,15 +71,11 @@ def parse_budget(spec: str) -> Budget:
         if name == "official" and not value:
             continue
         if name in ("fast", "quality") and not value:
-            preset = PRESETS[name]
-            options = replace(preset, update_rule=options.update_rule)
-            rule = preset.update_rule
+            options, rule = PRESETS[name], PRESETS[name].update_rule
             labels.append(f"{name} preset")
             continue
         if name == "early":
-            p = float(_number(term, value, float))
-            if p > 1:
-                raise ValueError(f"Budget term {term!r}: a probability is at most 1.")
+            p = _fraction(term, value, "a probability")
             options = replace(options, early_stop_probability=p)
             labels.append(f"early stop p>={p:g}")
         elif name == "steps":
@@ -81,9 +85,7 @@ def parse_budget(spec: str) -> Budget:
             options = replace(options, iterations=int(_number(term, value, int)))
             labels.append(f"{value} iterations")
         elif name == "share":
-            share = float(_number(term, value, float))
-            if share > 1:
-                raise ValueError(f"Budget term {term!r}: a share is at most 1.")
+            share = _fraction(term, value, "a share")
             options = replace(options, steered_share=share)
             labels.append(f"first {share:g} of the steered steps")
         elif name == "size":
