@@ -43,7 +43,8 @@ class CustomValues:
 
     Attributes:
         steered_steps: steps 0 .. steered_steps-1 are steered (0: none).
-        step_size: the gradient step on the latent per iteration (official: 5; 7.5 for SD1.x; 1 for the toy world).
+        step_size: the gradient step on the latent per iteration (official: 5; 7.5 for SD1.x; 1 for the toy world;
+            0: none).
         iterations: forward/backward passes per steered step at most (official: 16; 0: none).
         early_stop_probability: a sample stops its step once the classifier gives the requested relation this
             probability; 1.0 adds no stop to the official loss thresholds (which already stop at p > 0.99999).
@@ -71,7 +72,7 @@ class CustomValues:
 
 def custom_options(values: CustomValues) -> SteeringOptions:
     """The :class:`SteeringOptions` of ``custom`` mode: the official rule with the user's numbers."""
-    steers = values.steered_steps > 0 and values.iterations > 0
+    steers = values.steered_steps > 0 and values.iterations > 0 and values.step_size > 0
     return SteeringOptions(
         last_step=values.steered_steps if steers else 0,
         step_size=values.step_size,

@@ -43,7 +43,7 @@ def test_custom_probability_one_adds_no_early_stop() -> None:
     assert mode_options("custom", CustomValues(3, 5.0, 16, 1.0)).early_stop_probability is None
 
 
-@pytest.mark.parametrize("values", [CustomValues(0, 5.0, 16), CustomValues(5, 5.0, 0)])
+@pytest.mark.parametrize("values", [CustomValues(0, 5.0, 16), CustomValues(5, 5.0, 0), CustomValues(5, 0.0, 16)])
 def test_custom_zero_steps_or_iterations_steer_nothing(values: CustomValues) -> None:
     assert mode_options("custom", values).resolve(20, "sd2").last_step == 0
 
