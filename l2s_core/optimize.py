@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .overlap import attention_overlap
 from .update_rule import OFFICIAL_UPDATE, UpdateRule, apply_update, sample_statistics
 
 logger = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ def refine_latent(
     update_rule: UpdateRule = OFFICIAL_UPDATE,
     on_iteration: Callable[[IterationRecord], None] | None = None,
     active_rows_only: bool = False,
+    overlap_weight: float = 0.0,
 ) -> RefineResult:
     """Steer a noisy latent towards the target relations at one denoising step.
 
@@ -225,6 +227,8 @@ def refine_latent(
             optimised for that triplet, so a batch whose samples stop early costs what its active samples cost.
             Needs a denoiser whose samples are independent (no batch statistics); the result equals the full-batch
             one up to float rounding.
+        overlap_weight: weight of :func:`.overlap.attention_overlap` added to each sample's CE for its gradient
+            (0 = the official loss). The stop rules and the recorded losses stay those of the CE alone.
 
     Returns:
         :class:`RefineResult` with the fp32 latent and the per-iteration trace.
@@ -236,6 +240,9 @@ def refine_latent(
     """
     batch = _validate_arguments(latent, targets, step_index, step_size, iterations, loss_threshold,
                                 early_stop_probability)
+    if not (math.isfinite(overlap_weight) and overlap_weight >= 0):
+        raise ValueError(f"overlap_weight must be a finite number >= 0 (0 = the official loss); got "
+                         f"{overlap_weight!r}.")
     device = latent.device
     target_list = [t.to(device=device, dtype=torch.long) for t in targets]  # each (B,)
     has_target = torch.stack([t != IGNORE_INDEX for t in target_list], dim=0)  # (K, B)
@@ -278,6 +285,10 @@ def refine_latent(
                 # (A, R) -> (B, R); the rows not evaluated hold zeros and are masked out below
                 logits = row_logits.new_zeros((batch, row_logits.shape[1])).index_copy(
                     0, rows.to(row_logits.device), row_logits)
+                overlap = None
+                if overlap_weight > 0:  # (A,) -> (B,), zero for the rows not evaluated
+                    row_overlap = attention_overlap(maps)
+                    overlap = row_overlap.new_zeros(batch).index_copy(0, rows.to(row_overlap.device), row_overlap)
             else:
                 rows = None
                 z_leaf = z.detach().requires_grad_(True)
@@ -286,6 +297,7 @@ def refine_latent(
                 steps = torch.full((batch,), step_index, dtype=torch.long, device=maps.device)  # (B,)
                 logits = classifier(maps, steps)
                 _check_logits(logits, batch, target_list)
+                overlap = attention_overlap(maps) if overlap_weight > 0 else None  # (B,)
             if first_forward:
                 _check_first_forward_finite(maps, logits, step_index)
                 first_forward = False
@@ -308,7 +320,8 @@ def refine_latent(
                     reached = evaluated & met.all(dim=0) & ~below
                 update = evaluated & ~below & ~reached
                 if bool(update.any()):
-                    total = losses[update.to(losses.device)].sum()
+                    objective = losses if overlap is None else losses + overlap_weight * overlap.to(losses.device)
+                    total = objective[update.to(losses.device)].sum()
                     (grad,) = torch.autograd.grad(total, z_leaf)
                     if rows is not None:  # (A, ...) -> (B, ...), zero for the samples not evaluated
                         grad = torch.zeros_like(z).index_copy(0, rows, grad.to(z.dtype))

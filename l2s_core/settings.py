@@ -7,6 +7,7 @@ share it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .families import OFFICIAL_LOSS_THRESHOLDS, get_family, loss_threshold
@@ -27,6 +28,8 @@ class SteeringSettings:
         update_rule: how a gradient becomes an update of the latent (official: a plain gradient step).
         settle: a sample whose steered step starts with the classifier already at ``early_stop_probability`` (so
             nothing was changed) is not steered at the later steps; needs ``early_stop_probability``.
+        overlap_weight: weight of the attention-overlap term (:mod:`.overlap`) added to the classifier's loss
+            (official: 0, the classifier's loss alone).
     """
 
     last_step: int
@@ -36,8 +39,12 @@ class SteeringSettings:
     early_stop_probability: float | None = None
     update_rule: UpdateRule = OFFICIAL_UPDATE
     settle: bool = False
+    overlap_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.overlap_weight) and self.overlap_weight >= 0):
+            raise ValueError(f"overlap_weight must be a finite number >= 0 (0 = the classifier's loss alone); got "
+                             f"{self.overlap_weight!r}.")
         if self.settle and self.early_stop_probability is None:
             raise ValueError("settle needs an early-stop probability: a sample settles when a step starts with the "
                              "classifier already that sure.")
@@ -64,6 +71,7 @@ class SteeringOptions:
     update_rule: UpdateRule = OFFICIAL_UPDATE
     steered_share: float | None = None
     settle: bool = False
+    overlap_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steered_share is not None and not 0 < self.steered_share <= 1:
@@ -98,4 +106,5 @@ class SteeringOptions:
             early_stop_probability=self.early_stop_probability,
             update_rule=self.update_rule,
             settle=self.settle,
+            overlap_weight=self.overlap_weight,
         )

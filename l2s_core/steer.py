@@ -129,6 +129,6 @@ def steer_step(latent: Tensor, layers_fn: LayersFn, classifier: LoadedClassifier
                             loss_threshold=settings.threshold_for(window.full_index(step)),
                             early_stop_probability=settings.early_stop_probability,
                             update_rule=settings.update_rule, on_iteration=on_iteration,
-                            active_rows_only=active_rows_only)
+                            active_rows_only=active_rows_only, overlap_weight=settings.overlap_weight)
     passes = tuple(sum(1 for r in refined.records if not math.isnan(r.losses[b])) for b in range(batch))
     return SteerStepResult(refined, class_step, passes)
