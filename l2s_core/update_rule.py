@@ -11,6 +11,8 @@ rule:
 * ``keep_statistics``: after every update, each sample's latent is shifted and scaled back to the mean and standard
   deviation it had when the step began. The sampler expects a latent at a given noise level; steering that drifts
   from it shows up as noise and speckles in the image.
+* ``smooth_sigma``: the gradient is blurred with a Gaussian of this standard deviation (in latent cells) over the
+  latent's last two (spatial) dimensions before it is used, so an update moves regions rather than single cells.
 """
 
 from __future__ import annotations
@@ -34,16 +36,20 @@ class UpdateRule:
 
     relative_step: float | None = None
     keep_statistics: bool = False
+    smooth_sigma: float | None = None
 
     def __post_init__(self) -> None:
         if self.relative_step is not None and not (math.isfinite(self.relative_step) and self.relative_step > 0):
             raise ValueError(f"relative_step must be a finite number > 0 or None (official); got "
                              f"{self.relative_step!r}.")
+        if self.smooth_sigma is not None and not (math.isfinite(self.smooth_sigma) and self.smooth_sigma > 0):
+            raise ValueError(f"smooth_sigma must be a finite number > 0 (latent cells) or None (official); got "
+                             f"{self.smooth_sigma!r}.")
 
     @property
     def is_official(self) -> bool:
         """True for the published rule (a plain gradient step)."""
-        return self.relative_step is None and not self.keep_statistics
+        return self.relative_step is None and not self.keep_statistics and self.smooth_sigma is None
 
     def describe(self) -> str:
         """E.g. "gradient step" or "steps of 2 % of the latent's std, statistics kept"."""
@@ -51,6 +57,8 @@ class UpdateRule:
                  else f"steps of {100 * self.relative_step:g} % of the latent's std"]
         if self.keep_statistics:
             parts.append("statistics kept")
+        if self.smooth_sigma is not None:
+            parts.append(f"gradient blurred (sigma {self.smooth_sigma:g} cells)")
         return ", ".join(parts)
 
 
@@ -82,6 +90,8 @@ def apply_update(latent: Tensor, gradient: Tensor, mask: Tensor, step_size: floa
         start_statistics: per-sample (mean, std), each (B,), of the latent when the step began.
     """
     start_mean, start_std = start_statistics
+    if rule.smooth_sigma is not None:
+        gradient = blur_spatial(gradient, rule.smooth_sigma)
     if rule.relative_step is None:
         step = step_size * gradient
     else:
@@ -95,3 +105,24 @@ def apply_update(latent: Tensor, gradient: Tensor, mask: Tensor, step_size: floa
         updated = (updated - _per_sample(mean, updated)) * _per_sample(ratio, updated) + _per_sample(start_mean,
                                                                                                       updated)
     return torch.where(_per_sample(mask, latent), updated, latent)
+
+
+def blur_spatial(values: Tensor, sigma: float) -> Tensor:
+    """``values`` (B, ..., H, W) blurred by a separable Gaussian of ``sigma`` cells over H and W (edges replicated).
+
+    Raises:
+        ValueError: fewer than 3 dimensions (no spatial grid to blur).
+    """
+    if values.ndim < 3:
+        raise ValueError(f"Blurring the gradient needs a latent with a spatial grid (B, ..., H, W); got shape "
+                         f"{tuple(values.shape)}. Leave smooth_sigma unset for this model.")
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=values.dtype, device=values.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()  # (K,)
+    height, width = values.shape[-2:]
+    flat = values.reshape(-1, 1, height, width)  # (B, ..., H, W) -> (N, 1, H, W)
+    flat = torch.nn.functional.pad(flat, (radius, radius, radius, radius), mode="replicate")
+    flat = torch.nn.functional.conv2d(flat, kernel.reshape(1, 1, 1, -1))  # along W
+    flat = torch.nn.functional.conv2d(flat, kernel.reshape(1, 1, -1, 1))  # along H
+    return flat.reshape(values.shape)  # (N, 1, H, W) -> (B, ..., H, W)

@@ -71,3 +71,44 @@ def test_refine_latent_uses_the_rule_and_defaults_to_the_official_one() -> None:
     assert torch.equal(official.latent, explicit.latent)
     moved = (relative.latent - latent).pow(2).mean().sqrt()
     assert torch.allclose(moved, 0.1 * latent.std(), rtol=1e-5)
+
+
+def test_blurring_spreads_a_single_cell_gradient_into_a_gaussian() -> None:
+    from l2s_core.update_rule import blur_spatial
+
+    spike = torch.zeros(1, 2, 9, 9)
+    spike[0, 1, 4, 4] = 1.0
+    blurred = blur_spatial(spike, 1.0)
+    assert blurred[0, 0].abs().max() == 0  # channels are blurred separately
+    assert blurred[0, 1].sum().item() == pytest.approx(1.0, abs=1e-5)  # mass kept away from the edges
+    row = blurred[0, 1, 4]
+    one_d = torch.exp(-0.5 * torch.arange(-4.0, 5.0) ** 2)
+    one_d = one_d / one_d[1:8].sum()  # the kernel reaches 3 sigma = 3 cells
+    assert row[4].item() == pytest.approx(float(one_d[4] * one_d[4]), rel=1e-4)  # separable: centre = k0 * k0
+    assert row[3].item() == pytest.approx(float(one_d[3] * one_d[4]), rel=1e-4)
+    flat = torch.full((1, 1, 5, 5), 2.0)
+    torch.testing.assert_close(blur_spatial(flat, 2.0), flat)  # a constant stays constant (edges replicated)
+
+
+def test_a_blurred_update_uses_the_blurred_gradient() -> None:
+    from l2s_core.update_rule import blur_spatial
+
+    latent, gradient = _latent_and_gradient()
+    mask = torch.ones(3, dtype=torch.bool)
+    rule = UpdateRule(smooth_sigma=1.5)
+    out = apply_update(latent, gradient, mask, 2.0, rule, sample_statistics(latent))
+    torch.testing.assert_close(out, latent - 2.0 * blur_spatial(gradient, 1.5))
+    assert not rule.is_official and "blurred" in rule.describe()
+
+
+@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan")])
+def test_bad_blur_sigmas_are_refused(sigma: float) -> None:
+    with pytest.raises(ValueError, match="smooth_sigma"):
+        UpdateRule(smooth_sigma=sigma)
+
+
+def test_blurring_needs_a_spatial_grid() -> None:
+    from l2s_core.update_rule import blur_spatial
+
+    with pytest.raises(ValueError, match="spatial grid"):
+        blur_spatial(torch.zeros(2, 5), 1.0)

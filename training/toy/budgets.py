@@ -13,6 +13,7 @@ A spec is one or more terms joined by ``+``, each changing the official settings
 * ``rel:F``: every update moves the latent by ``F`` times its standard deviation (RMS), in the gradient's direction.
 * ``keep``: restore each sample's mean and standard deviation after every update.
 * ``settle``: with ``early:P``, an image whose step starts at probability ``P`` is not steered at later steps.
+* ``blur:S``: blur the gradient with a Gaussian of ``S`` latent cells before it is used.
 * ``overlap:W``: add ``W`` x the subject/object attention overlap (:mod:`l2s_core.overlap`) to the loss.
 
 ``early`` and ``short`` alone keep their earlier meaning (``early:0.9`` and ``steps:3``).
@@ -98,6 +99,9 @@ def parse_budget(spec: str) -> Budget:
         elif name == "settle" and not value:
             options = replace(options, settle=True)
             labels.append("settled images not steered again")
+        elif name == "blur":
+            rule = replace(rule, smooth_sigma=float(_number(term, value, float)))
+            labels.append(f"gradient blurred {value} cells")
         elif name == "overlap":
             options = replace(options, overlap_weight=float(_number(term, value, float)))
             labels.append(f"overlap term x{value}")
@@ -106,7 +110,7 @@ def parse_budget(spec: str) -> Budget:
             labels.append("statistics kept")
         else:
             raise ValueError(f"Unknown budget term {term!r} in {spec!r}. Terms: official, fast, quality, early:P, "
-                             "steps:N, share:F, iters:N, size:S, rel:F, keep, settle, overlap:W; join them with '+', e.g. "
+                             "steps:N, share:F, iters:N, size:S, rel:F, keep, settle, blur:S, overlap:W; join them with '+', e.g. "
                              "'early:0.9+keep'.")
     options = replace(options, update_rule=rule)
     label = "steered: " + (", ".join(labels) if labels else "official schedule")
