@@ -259,7 +259,11 @@ def test_modes_steer_as_their_presets_say(comfy_server: ComfyServer) -> None:
     latents = {mode: latent(comfy_server, f"mode_{mode}") for mode in ("official", "fast", "quality")}
     assert not torch.equal(latents["official"], latents["quality"])  # the update rules differ
     assert not torch.equal(latents["official"], latents["fast"])
-    assert not torch.equal(latents["fast"], latents["quality"])
+    # fast and quality share the update rule; quality stops a step later (p 0.99 against 0.9), never earlier
+    fast_its = {s["step"]: s["iterations"] for s in summaries["fast"]["steps"]}
+    quality_its = {s["step"]: s["iterations"] for s in summaries["quality"]["steps"]}
+    assert fast_its.keys() == quality_its.keys()
+    assert all(quality_its[k] >= fast_its[k] for k in fast_its)
 
 
 @comfyui

@@ -6,7 +6,7 @@ import pytest
 
 from l2s_core.presets import PRESETS, STEERING_MODES, CustomValues, mode_options
 from l2s_core.settings import SteeringOptions
-from l2s_core.update_rule import OFFICIAL_UPDATE
+from l2s_core.update_rule import OFFICIAL_UPDATE, UpdateRule
 
 
 def test_every_mode_has_options() -> None:
@@ -24,13 +24,13 @@ def test_off_steers_nothing() -> None:
     assert mode_options("off").resolve(20, "toy").last_step == 0
 
 
-def test_fast_and_quality_stop_early_and_keep_the_statistics() -> None:
+def test_fast_and_quality_take_relative_steps_keep_the_statistics_and_stop_early() -> None:
     for mode in ("fast", "quality"):
         resolved = mode_options(mode).resolve(20, "toy")
-        assert resolved.early_stop_probability == 0.9 and resolved.update_rule.keep_statistics
+        assert resolved.update_rule == UpdateRule(relative_step=0.24, keep_statistics=True)
         assert resolved.last_step == 10 and resolved.iterations == 16  # the official range and cap
-    assert mode_options("fast").update_rule.relative_step == 0.08
-    assert mode_options("quality").update_rule.relative_step is None
+    assert mode_options("fast").early_stop_probability == 0.9
+    assert mode_options("quality").early_stop_probability == 0.99
 
 
 def test_custom_numbers_are_taken_as_given() -> None:

@@ -2,7 +2,8 @@
 
 One point per benchmark row: steering passes per image (log scale, plain sampling at the left edge) against spatial
 accuracy, one marker shape per results file (e.g. the default seeds and a re-run on other seeds), each row labelled
-by its condition. Drawn with Pillow (a dependency of diffusers), so no plotting library is needed.
+by its condition (a colour, and the legend's number next to the points of the first results file). Drawn with
+Pillow (a dependency of diffusers), so no plotting library is needed.
 """
 
 from __future__ import annotations
@@ -83,12 +84,14 @@ def draw_frontier(points: Sequence[Point], source_names: Sequence[str], out: Pat
             draw.ellipse([x - r, y - r, x + r, y + r], fill=colour, outline="black")
         else:
             draw.polygon([(x, y - r - 1), (x + r + 1, y + r), (x - r - 1, y + r)], fill=colour, outline="black")
+        if p.source == 0:  # the legend's number, once per condition (colours repeat past 16 conditions)
+            draw.text((x + r + 2, y - r - 4), str(conditions.index(p.condition) + 1), fill="black")
     # legend
     x0, y0 = WIDTH - RIGHT + 20, TOP
     for i, name in enumerate(conditions):
         colour = COLOURS[i % len(COLOURS)]
         draw.rectangle([x0, y0 + 18 * i, x0 + 10, y0 + 18 * i + 10], fill=colour)
-        draw.text((x0 + 16, y0 + 18 * i - 1), name.removeprefix("steered: "), fill="black")
+        draw.text((x0 + 16, y0 + 18 * i - 1), f"{i + 1}. {name.removeprefix('steered: ')}", fill="black")
     y1 = y0 + 18 * len(conditions) + 16
     for i, name in enumerate(source_names):
         shape = "circle" if i % 2 == 0 else "triangle"
