@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .overlap import attention_overlap
+from .overlap import attention_overlap, check_overlap_weight
 from .update_rule import OFFICIAL_UPDATE, UpdateRule, apply_update, sample_statistics
 
 logger = logging.getLogger(__name__)
@@ -240,9 +240,7 @@ def refine_latent(
     """
     batch = _validate_arguments(latent, targets, step_index, step_size, iterations, loss_threshold,
                                 early_stop_probability)
-    if not (math.isfinite(overlap_weight) and overlap_weight >= 0):
-        raise ValueError(f"overlap_weight must be a finite number >= 0 (0 = the official loss); got "
-                         f"{overlap_weight!r}.")
+    check_overlap_weight(overlap_weight)
     device = latent.device
     target_list = [t.to(device=device, dtype=torch.long) for t in targets]  # each (B,)
     has_target = torch.stack([t != IGNORE_INDEX for t in target_list], dim=0)  # (K, B)
@@ -285,10 +283,6 @@ def refine_latent(
                 # (A, R) -> (B, R); the rows not evaluated hold zeros and are masked out below
                 logits = row_logits.new_zeros((batch, row_logits.shape[1])).index_copy(
                     0, rows.to(row_logits.device), row_logits)
-                overlap = None
-                if overlap_weight > 0:  # (A,) -> (B,), zero for the rows not evaluated
-                    row_overlap = attention_overlap(maps)
-                    overlap = row_overlap.new_zeros(batch).index_copy(0, rows.to(row_overlap.device), row_overlap)
             else:
                 rows = None
                 z_leaf = z.detach().requires_grad_(True)
@@ -297,7 +291,11 @@ def refine_latent(
                 steps = torch.full((batch,), step_index, dtype=torch.long, device=maps.device)  # (B,)
                 logits = classifier(maps, steps)
                 _check_logits(logits, batch, target_list)
-                overlap = attention_overlap(maps) if overlap_weight > 0 else None  # (B,)
+            overlap = None
+            if overlap_weight > 0:
+                overlap = attention_overlap(maps)  # (A,) or (B,)
+                if rows is not None:  # (A,) -> (B,), zero for the rows not evaluated
+                    overlap = overlap.new_zeros(batch).index_copy(0, rows.to(overlap.device), overlap)
             if first_forward:
                 _check_first_forward_finite(maps, logits, step_index)
                 first_forward = False

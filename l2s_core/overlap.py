@@ -14,10 +14,12 @@ apart while the classifier's loss puts them in the requested arrangement. It is 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-_EPS = 1e-8
+from .layout import resize_and_renormalise
 
 
 def attention_overlap(maps: Tensor) -> Tensor:
@@ -36,6 +38,13 @@ def attention_overlap(maps: Tensor) -> Tensor:
     if maps.ndim != 5 or maps.shape[1] != 2:
         raise ValueError(f"attention_overlap expects maps (B, 2, C, S, S) with the subject and the object on dim 1; "
                          f"got {tuple(maps.shape)}.")
-    mean = maps.float().mean(dim=2).flatten(2)  # (B, 2, C, S, S) -> (B, 2, S*S)
-    mean = mean / (mean.sum(dim=-1, keepdim=True) + _EPS)  # each object's map sums to 1
+    mean = maps.float().mean(dim=2)  # (B, 2, C, S, S) -> (B, 2, S, S)
+    mean = resize_and_renormalise(mean, mean.shape[-1], renormalise=True).flatten(2)  # each sums to 1; (B, 2, S*S)
     return torch.minimum(mean[:, 0], mean[:, 1]).sum(dim=-1)  # (B,)
+
+
+def check_overlap_weight(weight: float) -> None:
+    """Raise ValueError unless ``weight`` is a finite number >= 0 (0: the classifier's loss alone)."""
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"overlap_weight must be a finite number >= 0 (0 = the classifier's loss alone); got "
+                         f"{weight!r}.")

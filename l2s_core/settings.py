@@ -7,10 +7,10 @@ share it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from .families import OFFICIAL_LOSS_THRESHOLDS, get_family, loss_threshold
+from .overlap import check_overlap_weight
 from .steps import ScheduleWindow
 from .update_rule import OFFICIAL_UPDATE, UpdateRule
 
@@ -42,9 +42,7 @@ class SteeringSettings:
     overlap_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.overlap_weight) and self.overlap_weight >= 0):
-            raise ValueError(f"overlap_weight must be a finite number >= 0 (0 = the classifier's loss alone); got "
-                             f"{self.overlap_weight!r}.")
+        check_overlap_weight(self.overlap_weight)
         if self.settle and self.early_stop_probability is None:
             raise ValueError("settle needs an early-stop probability: a sample settles when a step starts with the "
                              "classifier already that sure.")

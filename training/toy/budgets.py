@@ -29,6 +29,17 @@ from l2s_core.update_rule import UpdateRule
 
 ALIASES = {"early": "early:0.9", "short": "steps:3"}
 
+NUMBER_TERMS: dict[str, tuple[str, str, type, str]] = {
+    "steps": ("options", "last_step", int, "first {} steps"),
+    "iters": ("options", "iterations", int, "{} iterations"),
+    "size": ("options", "step_size", float, "step size {}"),
+    "overlap": ("options", "overlap_weight", float, "overlap term x{}"),
+    "rel": ("rule", "relative_step", float, "steps of {} std"),
+    "blur": ("rule", "smooth_sigma", float, "gradient blurred {} cells"),
+}
+"""The terms ``name:number`` that set one field: name -> (``"options"`` or ``"rule"``, the field, int or float,
+the label with ``{}`` for the number as written)."""
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -80,38 +91,28 @@ def parse_budget(spec: str) -> Budget:
             p = _fraction(term, value, "a probability")
             options = replace(options, early_stop_probability=p)
             labels.append(f"early stop p>={p:g}")
-        elif name == "steps":
-            options = replace(options, last_step=int(_number(term, value, int)))
-            labels.append(f"first {value} steps")
-        elif name == "iters":
-            options = replace(options, iterations=int(_number(term, value, int)))
-            labels.append(f"{value} iterations")
+        elif name in NUMBER_TERMS:
+            target, field, kind, label = NUMBER_TERMS[name]
+            number = _number(term, value, kind)
+            if target == "rule":
+                rule = replace(rule, **{field: number})
+            else:
+                options = replace(options, **{field: number})
+            labels.append(label.format(value))
         elif name == "share":
             share = _fraction(term, value, "a share")
             options = replace(options, steered_share=share)
             labels.append(f"first {share:g} of the steered steps")
-        elif name == "size":
-            options = replace(options, step_size=float(_number(term, value, float)))
-            labels.append(f"step size {value}")
-        elif name == "rel":
-            rule = replace(rule, relative_step=float(_number(term, value, float)))
-            labels.append(f"steps of {value} std")
         elif name == "settle" and not value:
             options = replace(options, settle=True)
             labels.append("settled images not steered again")
-        elif name == "blur":
-            rule = replace(rule, smooth_sigma=float(_number(term, value, float)))
-            labels.append(f"gradient blurred {value} cells")
-        elif name == "overlap":
-            options = replace(options, overlap_weight=float(_number(term, value, float)))
-            labels.append(f"overlap term x{value}")
         elif name == "keep" and not value:
             rule = replace(rule, keep_statistics=True)
             labels.append("statistics kept")
         else:
             raise ValueError(f"Unknown budget term {term!r} in {spec!r}. Terms: official, fast, quality, early:P, "
-                             "steps:N, share:F, iters:N, size:S, rel:F, keep, settle, blur:S, overlap:W; join them with '+', e.g. "
-                             "'early:0.9+keep'.")
+                             "steps:N, share:F, iters:N, size:S, rel:F, keep, settle, blur:S, overlap:W; join them "
+                             "with '+', e.g. 'early:0.9+keep'.")
     options = replace(options, update_rule=rule)
     label = "steered: " + (", ".join(labels) if labels else "official schedule")
     return Budget(spec, label, options)
