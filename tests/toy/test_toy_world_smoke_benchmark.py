@@ -2,11 +2,13 @@
 objects and steering with the shipped classifier must beat it by a margin. The full table is
 ``python -m training toy bench`` (README, "The toy world").
 
-Measured with the shipped second-generation files (torch 2.13 CPU, 2 threads) on these 32 images (4 ordered pairs x 4
-relations x seeds 11, 12): plain 0.531 with both objects present in 0.969, steered 0.688 (the toy family's recipe,
-step size 1, early stop at 0.9). The issue that set these checks asks for a margin of 0.25; this world earns 0.16,
-so the margin asserted is 0.15 (see the README for why). Sampling is deterministic on the same torch build, so the margin is a fixed expectation, not a
-statistical test.
+Measured with the shipped second-generation files (torch 2.13 CPU) on these 64 images (8 ordered pairs x 4
+relations x seeds 11, 12): plain 0.406 with both objects present in 0.906; steered with the `fast` mode 0.766 at 2
+threads and 0.734 at 1 thread (14 passes an image; `quality` gives the same two figures). The issue that set these
+checks asks for a margin of 0.25; `fast` earns 0.33-0.36 here (and 0.29 / 0.31 on the README's 240-image grids, seeds
+1000 and 2000), so the test steers with `fast` and asserts 0.25. On a 32-image grid the same mode earned 0.25-0.31
+depending on the thread count, too close to the margin for a test. Sampling is deterministic on the same torch build
+and thread count, so the margin is a fixed expectation, not a statistical test.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ pytest.importorskip("transformers")
 REPO = Path(__file__).resolve().parents[2]
 WORLD = REPO / "toy_world" / "models" / "toy_world.safetensors"
 CLASSIFIER = REPO / "toy_world" / "classifiers" / "toy_relation_classifier.safetensors"
-MARGIN = 0.15
+MARGIN = 0.25
 PLAIN_PRESENCE = 0.9
 
 
@@ -34,18 +36,18 @@ def test_steering_beats_plain_sampling_on_a_few_prompts() -> None:
     import torch
 
     from l2s_core.checkpoint import load_classifier
-    from l2s_core.settings import SteeringOptions
+    from l2s_core.presets import mode_options
     from training.toy.benchmark import Condition, prompt_grid, run_benchmark
     from training.toy.sampling import ToySampler
 
     torch.set_num_threads(2)
     sampler = ToySampler(WORLD)
     classifier = load_classifier(CLASSIFIER)
-    steer = SteeringOptions(early_stop_probability=0.9).resolve(20, classifier.family)  # the toy family's recipe
-    grid = prompt_grid(sampler.bundle.meta["world"]["kinds"], 4)  # 4 ordered pairs x 4 relations
+    steer = mode_options("fast").resolve(20, classifier.family)  # the pack's fast mode
+    grid = prompt_grid(sampler.bundle.meta["world"]["kinds"], 8)  # 8 ordered pairs x 4 relations
     plain, steered = run_benchmark(sampler, [Condition("plain"), Condition("steered", classifier, steer)], grid,
                                    [11, 12], steps=20, cfg=8.0, out=None)
-    assert plain.images == steered.images == 32
+    assert plain.images == steered.images == 64
     print(f"smoke: plain {plain.accuracy:.3f} (presence {plain.presence:.3f}), steered {steered.accuracy:.3f}")
     assert plain.presence >= PLAIN_PRESENCE, plain
     assert steered.accuracy >= plain.accuracy + MARGIN, (plain, steered)
