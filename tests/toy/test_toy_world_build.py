@@ -135,3 +135,25 @@ def test_tiny_world_samples_plain_and_steered(tiny_bundle: Path, tmp_path: Path)
         sampler.sample(["a red square above a blue circle", "a red square to the left of a blue circle"], [1, 2],
                        steps=4, subject="red square", relation=["above", "to the left of"], obj="blue circle",
                        classifier=classifier, steer=SteeringSettings(last_step=2, step_size=5.0, iterations=3))
+
+
+def test_cli_kinds_option_builds_that_vocabulary(tmp_path: Path) -> None:
+    from training.__main__ import main
+
+    out = tmp_path / "black.safetensors"
+    kinds = "red square,blue circle,black diamond"
+    code = main(["toy", "model", "--out", str(out), "--images", "24", "--ae-steps", "1", "--unet-steps", "1",
+                 "--kinds", kinds, "--bias", "0.99"])
+    assert code == 0
+    world = load_bundle(out).meta["world"]
+    assert world["kinds"] == kinds.split(",") and world["bias"] == 0.99
+
+
+@pytest.mark.parametrize(("kinds", "message"), [
+    (("red square", "teal diamond"), "'teal'"),  # a colour the toy world has no word for
+    (("red square", "red square"), "repeat"),
+    (("red square",), "at least two"),
+])
+def test_build_config_rejects_a_bad_vocabulary_before_any_stage(kinds: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BuildConfig(kinds=kinds)

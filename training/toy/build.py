@@ -50,7 +50,7 @@ from .architecture import (
     text_encoder_config,
 )
 from .grounding import GroundingCapture, grounding_loss, object_boxes_loss_inputs
-from .scenes import DEFAULT_KINDS, INVERSE, PAPER, Colour, ToyWorldConfig, render_scene, sample_pair
+from .scenes import DEFAULT_KINDS, INVERSE, PAPER, Colour, ToyWorldConfig, parse_kinds, render_scene, sample_pair
 from .vocabulary import prompt_ids, relation_prompt
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,13 @@ class BuildConfig:
     ema_decay: float = 0.998
     grounding_weight: float = 0.2
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        """Check the vocabulary before any stage runs: every kind parses and its words are toy-prompt words."""
+        for kind in parse_kinds(self.kinds):
+            prompt_ids(f"a {kind.name}")  # raises ValueError naming the unknown word and the vocabulary
+        if not 0.0 <= self.bias <= 1.0:
+            raise ValueError(f"bias must be in [0, 1], got {self.bias}.")
 
     def world(self, arch: ToyArchitecture) -> ToyWorldConfig:
         """The scene drawing settings."""

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--ae-steps", type=int, default=None, help="decoder training steps (default 400)")
     model.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default 4000)")
     model.add_argument("--bias", type=float, default=None, help="co-occurrence bias of the scenes (default 0.97)")
+    model.add_argument("--kinds", default=None,
+                       help="comma-separated '<colour> <shape>' object kinds (default: red square, green triangle, "
+                       "blue circle, yellow star, purple cross, orange diamond)")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
     clf = sub.add_parser("classifier", help="train the relation classifier on a toy world (triplets -> invert -> "
@@ -92,8 +95,9 @@ def _run_model(args: argparse.Namespace) -> int:
     from .build import BuildConfig, build_toy_world
 
     config = BuildConfig(seed=args.seed, threads=args.threads)
+    kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds is not None else None
     for field, value in (("num_images", args.images), ("ae_steps", args.ae_steps), ("unet_steps", args.unet_steps),
-                         ("bias", args.bias)):
+                         ("bias", args.bias), ("kinds", kinds)):
         if value is not None:
             config = replace(config, **{field: value})
     start = time.perf_counter()
