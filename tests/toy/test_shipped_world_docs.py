@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-from safetensors import safe_open
+from l2s_core.checkpoint import load_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSIFIER = ROOT / "toy_world" / "classifiers" / "toy_relation_classifier.safetensors"
@@ -14,9 +13,7 @@ MODEL = ROOT / "toy_world" / "models" / "toy_world.safetensors"
 
 
 def _classifier_metrics() -> dict:
-    with safe_open(str(CLASSIFIER), "pt") as f:
-        meta = json.loads(f.metadata()["l2s"])
-    return meta["provenance"]["metrics"]
+    return load_classifier(CLASSIFIER).provenance["metrics"]
 
 
 def test_toy_world_readme_quotes_the_shipped_classifier_accuracy() -> None:

@@ -93,8 +93,6 @@ class BuildConfig:
         """Check the vocabulary before any stage runs: every kind parses and its words are toy-prompt words."""
         for kind in parse_kinds(self.kinds):
             prompt_ids(f"a {kind.name}")  # raises ValueError naming the unknown word and the vocabulary
-        if not 0.0 <= self.bias <= 1.0:
-            raise ValueError(f"bias must be in [0, 1], got {self.bias}.")
 
     def world(self, arch: ToyArchitecture) -> ToyWorldConfig:
         """The scene drawing settings."""
