@@ -24,7 +24,14 @@ from devtools.launcher.errors import LauncherError
 from devtools.launcher.install import ensure_comfyui
 from devtools.launcher.plan import env_value, resolve_plan
 from devtools.launcher.server_log import missing_module, pack_import_errors
-from devtools.launcher.toy_demo import DEFAULT_TOY_SEEDS, GRID_NAME, demo_pair, run_demo_report, toy_demo_prompt
+from devtools.launcher.toy_demo import (
+    DEFAULT_TOY_SEEDS,
+    GRID_NAME,
+    demo_pair,
+    run_demo_report,
+    toy_demo_prompt,
+    toy_demo_world,
+)
 from devtools.launcher.workflow import DEFAULT_WORKFLOW, image_paths, load_workflow, with_seed
 
 logger = logging.getLogger(__name__)
@@ -128,7 +135,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             print(path)
         if demo_text is not None and pairs:
             print(f"What the judge reads in each panel of \"{demo_text}\":")
-            print(run_demo_report(python, demo_text, pairs, base / "output" / GRID_NAME), end="")
+            print(run_demo_report(python, demo_text, pairs, base / "output" / GRID_NAME, toy_demo_world(prompt)), end="")
         print(
             f"Wall time {t_done - t0:.1f} s (setup {t_setup - t0:.1f} s, ComfyUI startup {t_started - t_setup:.1f} s, "
             f"workflow {t_done - t_started:.1f} s for {len(runs)} run(s))"

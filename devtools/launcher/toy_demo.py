@@ -36,6 +36,19 @@ def toy_demo_prompt(prompt: dict[str, Any]) -> str | None:
     return texts[0] if texts and isinstance(texts[0], str) else None
 
 
+def toy_demo_world(prompt: dict[str, Any]) -> Path | None:
+    """The bundle the demo graph's Load Toy World names, when it is one of the pack's own (``toy_world/models``).
+
+    The report then judges with that world's colours and backgrounds; a bundle elsewhere (an extra model path) is
+    judged with every toy colour.
+    """
+    names = [node.get("inputs", {}).get("world") for node in prompt.values() if node.get("class_type") == "L2S_LoadToyWorld"]
+    if not names or not isinstance(names[0], str):
+        return None
+    path = REPO_ROOT / "toy_world" / "models" / names[0]
+    return path if path.is_file() else None
+
+
 def demo_pair(images: Sequence[Path]) -> tuple[Path, Path] | None:
     """The (plain, steered) images of one demo run, told apart by their file prefixes; None when one is missing."""
     plain = [p for p in images if p.name.startswith(PLAIN_PREFIX + "_")]
@@ -43,15 +56,19 @@ def demo_pair(images: Sequence[Path]) -> tuple[Path, Path] | None:
     return (plain[0], steered[0]) if plain and steered else None
 
 
-def demo_report_command(python: str, text: str, pairs: Sequence[tuple[int, Path, Path]], out: Path) -> list[str]:
+def demo_report_command(python: str, text: str, pairs: Sequence[tuple[int, Path, Path]], out: Path,
+                        world: Path | None = None) -> list[str]:
     """The ``python -m training.toy.demo`` call that judges the pairs and writes the grid."""
     command = [python, "-m", "training.toy.demo", "--prompt", text, "--out", str(out)]
+    if world is not None:
+        command += ["--world", str(world)]
     for seed, plain, steered in pairs:
         command += ["--pair", str(seed), str(plain), str(steered)]
     return command
 
 
-def run_demo_report(python: str, text: str, pairs: Sequence[tuple[int, Path, Path]], out: Path) -> str:
+def run_demo_report(python: str, text: str, pairs: Sequence[tuple[int, Path, Path]], out: Path,
+                    world: Path | None = None) -> str:
     """Run the report with ComfyUI's Python (numpy, Pillow) from this repo; return what it printed.
 
     Raises:
@@ -59,7 +76,7 @@ def run_demo_report(python: str, text: str, pairs: Sequence[tuple[int, Path, Pat
     """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     try:
-        done = subprocess.run(demo_report_command(python, text, pairs, out), cwd=REPO_ROOT, env=env,
+        done = subprocess.run(demo_report_command(python, text, pairs, out, world), cwd=REPO_ROOT, env=env,
                               capture_output=True, text=True, timeout=REPORT_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LauncherError(f"the demo report could not run with {python}: {exc}") from exc

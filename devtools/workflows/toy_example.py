@@ -114,7 +114,7 @@ def toy_note(recipe: Any, w: Workflow) -> str:
         "go into `models/l2s_classifiers/`).",
         "",
         f"**Prompts** like \"{TOY_PROMPT}\": two of *red square*, *green triangle*, *blue circle*, *yellow star*, "
-        "*purple cross*, *orange diamond* and one of *above*, *below*, *to the left of*, *to the right of*. The world "
+        "*purple cross*, *teal diamond* and one of *above*, *below*, *to the left of*, *to the right of*. The world "
         "was trained with a bias (most pairs usually appear one way round), so the unsteered image may follow the "
         "habit rather than the words.",
         "",

@@ -39,6 +39,7 @@ from devtools.launcher.toy_demo import (
     demo_report_command,
     run_demo_report,
     toy_demo_prompt,
+    toy_demo_world,
 )
 from devtools.launcher.workflow import DEFAULT_WORKFLOW, image_paths, load_workflow, with_seed
 
@@ -348,6 +349,10 @@ def test_the_toy_demo_graph_is_recognised_and_its_pairs_told_apart(tmp_path: Pat
     assert demo_pair([plain]) is None
     command = demo_report_command("py", text, [(0, plain, steered)], tmp_path / "g.png")
     assert command[:3] == ["py", "-m", "training.toy.demo"] and command[-4:] == ["--pair", "0", str(plain), str(steered)]
+    world = toy_demo_world(demo)  # the shipped bundle: the report judges with its colours and backgrounds
+    assert world == REPO_ROOT / "toy_world" / "models" / "toy_world.safetensors" and toy_demo_world(STOCK_WORKFLOW) is None
+    command = demo_report_command("py", text, [(0, plain, steered)], tmp_path / "g.png", world)
+    assert command[command.index("--world") + 1] == str(world)
 
 
 def test_demo_report_runs_as_the_launcher_calls_it(tmp_path: Path) -> None:
@@ -360,7 +365,8 @@ def test_demo_report_runs_as_the_launcher_calls_it(tmp_path: Path) -> None:
     render_scene("blue circle", "red square", "below", random.Random(0), config).image.save(plain)
     render_scene("blue circle", "red square", "above", random.Random(0), config).image.save(steered)
     out = tmp_path / "grid.png"
-    printed = run_demo_report(sys.executable, "a blue circle above a red square", [(0, plain, steered)], out)
+    printed = run_demo_report(sys.executable, "a blue circle above a red square", [(0, plain, steered)], out,
+                              REPO_ROOT / "toy_world" / "models" / "toy_world.safetensors")
     assert printed.splitlines()[0] == "seed 0: plain: below - wrong; steered: above - right"
     assert out.read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(LauncherError, match="Not a toy relation prompt"):

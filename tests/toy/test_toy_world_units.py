@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from l2s_core.relations import SPATIAL_RELATIONS
-from l2s_core.toy_bundle import METADATA_KEY, BundleError, load_bundle, read_bundle_metadata, save_bundle
+from l2s_core.toy_bundle import METADATA_KEY, PARTS, BundleError, load_bundle, read_bundle_metadata, save_bundle
 from training.toy.judge import background_cleanliness, detect, judge
 from training.toy.scenes import DEFAULT_KINDS, PAPER, ToyWorldConfig, render_scene
 from training.toy.vocabulary import CLIP_TOKEN_IDS, END_ID, START_ID, prompt_ids, relation_prompt
@@ -162,6 +162,21 @@ def test_judge_needs_the_minimum_area_and_it_is_far_below_the_smallest_drawn_obj
     assert smallest > 3 * 82, smallest
 
 
+def test_the_judges_palette_is_the_worlds_own_colours() -> None:
+    from training.toy.judge import world_colours
+
+    image = np.full((64, 64, 3), PAPER, dtype=np.uint8)
+    image[10:30, 10:30] = (245, 150, 20)  # amber: nearest orange (distance 20), yellow is 50 away
+    assert detect(image, ["yellow star"]) == []  # every toy colour in the palette: the pixels are orange's
+    colours = world_colours(["red square", "yellow star", "teal diamond"])
+    assert colours == ("red", "yellow", "teal")
+    (found,) = detect(image, ["yellow star"], colours=colours)  # a world without orange: they are the star's
+    assert found.box == (10.0, 10.0, 30.0, 30.0)
+    assert [d.name for d in detect(image, ["orange diamond"], colours=colours)] == ["orange diamond"]  # asked: added
+    with pytest.raises(ValueError, match="'cyan'"):
+        detect(image, ["yellow star"], colours=("cyan",))
+
+
 def test_background_cleanliness_counts_stray_colour_away_from_the_objects() -> None:
     image = np.full((100, 100, 3), PAPER, dtype=np.uint8)
     image[10:30, 10:30] = (220, 30, 30)
@@ -241,3 +256,26 @@ def test_demo_report_reads_each_panel_and_saves_an_enlarged_grid(tmp_path) -> No
         "seed 1: plain: to the left of - right; steered: to the left of - right"]
     grid = Image.open(out)
     assert grid.width >= 2 * 256 and grid.height >= 2 * 256
+
+
+def test_demo_report_judges_with_the_palette_of_the_world_it_is_given(tmp_path) -> None:
+    from training.toy.demo import report, world_palette
+    from training.toy.judge import Palette
+
+    world = tmp_path / "w.safetensors"
+    described = {"kinds": ["red square", "yellow star"], "backgrounds": [list(PAPER)]}
+    save_bundle(world, {part: {"w": torch.zeros(1)} for part in PARTS}, {"world": described})
+    assert world_palette(world) == Palette(colours=("red", "yellow"), backgrounds=(PAPER,))
+    image = np.full((64, 64, 3), PAPER, dtype=np.uint8)
+    image[5:20, 20:40] = (245, 150, 20)  # an amber star (orange is not this world's colour) above ...
+    image[40:60, 20:40] = (220, 30, 30)  # ... a red square
+    from PIL import Image
+
+    path = tmp_path / "p.png"
+    Image.fromarray(image).save(path)
+    prompt = "a yellow star above a red square"
+    (every_colour,) = report(prompt, [(0, path, path)], tmp_path / "a.png")
+    (own_colours,) = report(prompt, [(0, path, path)], tmp_path / "b.png", world=world)
+    assert every_colour.plain == "subject missing - wrong" and own_colours.plain == "above - right"
+    with pytest.raises(BundleError):
+        report(prompt, [(0, path, path)], tmp_path / "c.png", world=tmp_path / "missing.safetensors")

@@ -24,7 +24,7 @@ from l2s_core.checkpoint import LoadedClassifier
 from l2s_core.relations import SPATIAL_RELATIONS
 from l2s_core.settings import SteeringSettings
 
-from .judge import DEFAULT_BACKGROUNDS, judge
+from .judge import Palette, judge
 from .sampling import ToySampler
 from .scenes import usual_relation
 from .vocabulary import relation_prompt
@@ -80,12 +80,6 @@ class Row:
     cleanliness: float = float("nan")  # mean share of background pixels still the background colour
 
 
-def world_backgrounds(sampler: ToySampler) -> tuple[tuple[int, int, int], ...]:
-    """The background colours of the sampler's world (from its bundle; older bundles: every known background)."""
-    listed = sampler.bundle.meta.get("world", {}).get("backgrounds")
-    return tuple(tuple(int(v) for v in c) for c in listed) if listed else DEFAULT_BACKGROUNDS
-
-
 def _batches(grid: Sequence[GridItem], seeds: Sequence[int], size: int) -> list[list[tuple[int, GridItem, int]]]:
     """(grid index, item, seed) triples grouped by relation (shared token positions), at most ``size`` per batch."""
     by_relation: dict[str, list[tuple[int, GridItem, int]]] = {}
@@ -98,7 +92,7 @@ def _batches(grid: Sequence[GridItem], seeds: Sequence[int], size: int) -> list[
 def run_condition(sampler: ToySampler, condition: Condition, grid: Sequence[GridItem], seeds: Sequence[int], *,
                   steps: int, cfg: float, save_dir: Path | None = None, batch_size: int = 60) -> Row:
     """Sample and judge the whole grid under one condition."""
-    backgrounds = world_backgrounds(sampler)
+    palette = Palette.of_world(sampler.bundle.meta.get("world", {}))  # the world's own colours and backgrounds
     correct = present = count = 0
     by_usual = {True: [0, 0], False: [0, 0]}  # usual -> [correct, count]
     passes = 0
@@ -113,7 +107,8 @@ def run_condition(sampler: ToySampler, condition: Condition, grid: Sequence[Grid
         seconds += samples.seconds
         passes += sum(samples.steering_passes)
         for (index, item, seed), image in zip(batch, samples.images, strict=True):
-            verdict = judge(image, item.subject, item.relation, item.object, backgrounds=backgrounds)
+            verdict = judge(image, item.subject, item.relation, item.object, backgrounds=palette.backgrounds,
+                            colours=palette.colours)
             correct += int(verdict.correct)
             by_usual[item.usual][0] += int(verdict.correct)
             by_usual[item.usual][1] += 1

@@ -71,7 +71,7 @@ class BuildConfig:
 
     seed: int = 0
     num_images: int = 8000
-    bias: float = 0.97
+    bias: float = 0.99
     min_object_frac: float = 0.30
     max_object_frac: float = 0.45
     kinds: tuple[str, ...] = DEFAULT_KINDS

@@ -32,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--images", type=int, default=None, help="training scenes (default 8000)")
     model.add_argument("--ae-steps", type=int, default=None, help="decoder training steps (default 400)")
     model.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default 4000)")
-    model.add_argument("--bias", type=float, default=None, help="co-occurrence bias of the scenes (default 0.97)")
+    model.add_argument("--bias", type=float, default=None, help="co-occurrence bias of the scenes (default 0.99)")
     model.add_argument("--kinds", default=None,
                        help="comma-separated '<colour> <shape>' object kinds (default: red square, green triangle, "
-                       "blue circle, yellow star, purple cross, orange diamond)")
+                       "blue circle, yellow star, purple cross, teal diamond)")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
     clf = sub.add_parser("classifier", help="train the relation classifier on a toy world (triplets -> invert -> "

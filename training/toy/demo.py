@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from l2s_core.relations import canonical_relation
 
-from .judge import DEFAULT_BACKGROUNDS, judge
+from .judge import Palette, judge
 from .vocabulary import words_of
 
 logger = logging.getLogger(__name__)
@@ -80,10 +80,23 @@ def parse_request(prompt: str) -> Request:
     raise ValueError(f"Not a toy relation prompt ('a <colour> <shape> <relation> a <colour> <shape>'): {prompt!r}")
 
 
-def read_pair(request: Request, seed: int, plain: np.ndarray, steered: np.ndarray) -> SeedReading:
-    """Judge one seed's plain and steered image against the request."""
-    verdicts = [judge(image, request.subject, request.relation, request.object, backgrounds=DEFAULT_BACKGROUNDS)
-                for image in (plain, steered)]
+def world_palette(world: Path) -> Palette:
+    """The judge's palette for the images of a toy-world bundle, from its metadata (kinds and backgrounds).
+
+    Raises:
+        ValueError: the file is not a toy-world bundle.
+    """
+    from l2s_core.toy_bundle import read_bundle_metadata
+
+    return Palette.of_world(read_bundle_metadata(world).get("world", {}))
+
+
+def read_pair(request: Request, seed: int, plain: np.ndarray, steered: np.ndarray, palette: Palette | None = None
+              ) -> SeedReading:
+    """Judge one seed's plain and steered image against the request (``palette``: None, every toy colour)."""
+    palette = palette if palette is not None else Palette()
+    verdicts = [judge(image, request.subject, request.relation, request.object, backgrounds=palette.backgrounds,
+                      colours=palette.colours) for image in (plain, steered)]
     texts = [v.summary(request.relation) for v in verdicts]
     return SeedReading(seed, texts[0], texts[1], verdicts[0].correct, verdicts[1].correct)
 
@@ -116,13 +129,18 @@ def grid_image(prompt: str, rows: Sequence[tuple[SeedReading, Image.Image, Image
     return canvas
 
 
-def report(prompt: str, pairs: Sequence[tuple[int, Path, Path]], out: Path, panel: int = 256) -> list[SeedReading]:
-    """Judge every (seed, plain image, steered image), write the grid to ``out`` and return the readings."""
+def report(prompt: str, pairs: Sequence[tuple[int, Path, Path]], out: Path, panel: int = 256,
+           world: Path | None = None) -> list[SeedReading]:
+    """Judge every (seed, plain image, steered image), write the grid to ``out`` and return the readings.
+
+    ``world``: the toy-world bundle that drew the images; the judge then uses its colours and backgrounds only.
+    """
     request = parse_request(prompt)
+    palette = world_palette(world) if world is not None else Palette()
     rows = []
     for seed, plain_path, steered_path in pairs:
         plain, steered = (Image.open(p).convert("RGB") for p in (plain_path, steered_path))
-        reading = read_pair(request, seed, np.asarray(plain), np.asarray(steered))
+        reading = read_pair(request, seed, np.asarray(plain), np.asarray(steered), palette)
         rows.append((reading, plain, steered))
     grid_image(prompt, rows, panel).save(out)
     return [r for r, _, _ in rows]
@@ -135,9 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pair", nargs=3, action="append", metavar=("SEED", "PLAIN", "STEERED"), required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--panel", type=int, default=256, help="smallest panel side in pixels (default 256)")
+    parser.add_argument("--world", type=Path, default=None,
+                        help="the toy-world bundle that drew the images (the judge uses its colours and backgrounds; "
+                             "default: every toy colour and background)")
     args = parser.parse_args(argv)
     try:
-        readings = report(args.prompt, [(int(s), Path(p), Path(q)) for s, p, q in args.pair], args.out, args.panel)
+        readings = report(args.prompt, [(int(s), Path(p), Path(q)) for s, p, q in args.pair], args.out, args.panel,
+                          args.world)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - command-line error
         return 2

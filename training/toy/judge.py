@@ -4,10 +4,12 @@ GenEval position rule (:mod:`training.geometry`) to the boxes.
 What the judge checks, per image and requested "<subject> <relation> <object>":
 
 1. **Colour assignment.** Every toy kind has its own flat colour (:data:`training.toy.scenes.COLOURS`) and the
-   world's backgrounds are colours no object uses. Each pixel is assigned to its nearest palette colour (all object
-   colours and the world's backgrounds), and counts for that colour only if it also lies within ``tolerance``
-   (Euclidean RGB distance) of it. Nearest-colour assignment keeps a generated image's slightly shifted colours on
-   their object while blended edge pixels (closer to the background) are left out.
+   world's backgrounds are colours no object uses. Each pixel is assigned to its nearest palette colour, and counts
+   for that colour only if it also lies within ``tolerance`` (Euclidean RGB distance) of it. The palette is the
+   world's own object colours (``colours``; by default every toy colour) plus the two requested objects' colours and
+   the world's backgrounds, so a colour added for another world never changes how this world is judged.
+   Nearest-colour assignment keeps a generated image's slightly shifted colours on their object while blended edge
+   pixels (closer to the background) are left out.
 2. **Presence.** An object is the largest 4-connected component of its colour's pixels; it is present only if that
    component covers at least ``min_area`` of the image (a share of all pixels: 0.5 % by default, 82 pixels at
    128 px, where the smallest object the second world draws covers about 500), so a few stray pixels of the right colour
@@ -25,8 +27,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -111,26 +114,63 @@ def _check_image(image: np.ndarray) -> None:
         raise ValueError(f"The toy judge expects an RGB image (H, W, 3), got shape {tuple(image.shape)}.")
 
 
-def detect(image: np.ndarray, names: Sequence[str], *, tolerance: float = DEFAULT_TOLERANCE,
-           min_area: float = DEFAULT_MIN_AREA, backgrounds: Sequence[Colour] = DEFAULT_BACKGROUNDS
-           ) -> list[Detection]:
-    """Find the named toy objects in an RGB image ``(H, W, 3)`` uint8; absent objects are left out.
-
-    The detection score is the component's pixel count.
+def world_colours(kinds: Sequence[str]) -> tuple[str, ...]:
+    """The object colours of a world's kinds (``"red square"`` -> ``"red"``), in order, for the judge's palette.
 
     Raises:
-        ValueError: the image is not ``(H, W, 3)``, or a name is not a toy kind.
+        ValueError: a name is not a toy kind.
+    """
+    return tuple(dict.fromkeys(ObjectKind.parse(name).colour for name in kinds))
+
+
+@dataclass(frozen=True)
+class Palette:
+    """What the judge compares pixels with: a world's object colours (None: every toy colour) and its backgrounds."""
+
+    colours: tuple[str, ...] | None = None
+    backgrounds: tuple[Colour, ...] = DEFAULT_BACKGROUNDS
+
+    @classmethod
+    def of_world(cls, described: Mapping[str, Any]) -> Palette:
+        """The palette of a bundle's world description (its metadata's ``"world"``: ``kinds``, ``backgrounds``).
+
+        What the description lacks (older bundles) falls back to every toy colour and every known background.
+
+        Raises:
+            ValueError: a kind is not a toy kind.
+        """
+        kinds, backgrounds = described.get("kinds"), described.get("backgrounds")
+        return cls(colours=world_colours(kinds) if kinds else None,
+                   backgrounds=tuple(tuple(int(v) for v in c) for c in backgrounds) if backgrounds
+                   else DEFAULT_BACKGROUNDS)
+
+
+def detect(image: np.ndarray, names: Sequence[str], *, tolerance: float = DEFAULT_TOLERANCE,
+           min_area: float = DEFAULT_MIN_AREA, backgrounds: Sequence[Colour] = DEFAULT_BACKGROUNDS,
+           colours: Sequence[str] | None = None) -> list[Detection]:
+    """Find the named toy objects in an RGB image ``(H, W, 3)`` uint8; absent objects are left out.
+
+    ``colours`` are the object colours the world draws (see :func:`world_colours`; None: every toy colour). The
+    detection score is the component's pixel count.
+
+    Raises:
+        ValueError: the image is not ``(H, W, 3)``, or a name or colour is not a toy kind or colour.
     """
     _check_image(image)
+    kinds = [ObjectKind.parse(name) for name in names]
+    listed = tuple(COLOURS) if colours is None else tuple(colours)
+    unknown = [c for c in listed if c not in COLOURS]
+    if unknown:
+        raise ValueError(f"Unknown toy colour(s) {unknown} in the judge's palette; expected some of {', '.join(COLOURS)}.")
+    palette_names = list(dict.fromkeys([*listed, *(k.colour for k in kinds)]))
     pixels = image.astype(np.float32)
-    palette = np.asarray([*COLOURS.values(), *backgrounds], dtype=np.float32)  # (P, 3)
+    palette = np.asarray([*(COLOURS[c] for c in palette_names), *backgrounds], dtype=np.float32)  # (P, 3)
     distances = np.linalg.norm(pixels[:, :, None, :] - palette[None, None], axis=-1)  # (H, W, P)
     nearest = distances.argmin(axis=-1)  # (H, W)
     min_pixels = max(1, int(np.ceil(min_area * image.shape[0] * image.shape[1])))
     found: list[Detection] = []
-    for name in names:
-        kind = ObjectKind.parse(name)
-        index = list(COLOURS).index(kind.colour)
+    for kind in kinds:
+        index = palette_names.index(kind.colour)
         component = _largest_component((nearest == index) & (distances[:, :, index] <= tolerance))
         if component is not None and component[0] >= min_pixels:
             found.append(Detection(name=kind.name, box=tuple(float(v) for v in component[1]), score=float(component[0])))
@@ -139,9 +179,13 @@ def detect(image: np.ndarray, names: Sequence[str], *, tolerance: float = DEFAUL
 
 def judge(image: np.ndarray, subject: str, relation: str, obj: str, *, tolerance: float = DEFAULT_TOLERANCE,
           min_area: float = DEFAULT_MIN_AREA, backgrounds: Sequence[Colour] = DEFAULT_BACKGROUNDS,
-          min_clean: float = DEFAULT_MIN_CLEAN) -> Verdict:
-    """Judge one image against "<subject> <relation> <object>" (see the module docstring for what is checked)."""
-    detections = detect(image, (subject, obj), tolerance=tolerance, min_area=min_area, backgrounds=backgrounds)
+          min_clean: float = DEFAULT_MIN_CLEAN, colours: Sequence[str] | None = None) -> Verdict:
+    """Judge one image against "<subject> <relation> <object>" (see the module docstring for what is checked).
+
+    ``colours``: the world's object colours (:func:`world_colours`; None: every toy colour).
+    """
+    detections = detect(image, (subject, obj), tolerance=tolerance, min_area=min_area, backgrounds=backgrounds,
+                        colours=colours)
     names = {d.name for d in detections}
     present = (ObjectKind.parse(subject).name in names, ObjectKind.parse(obj).name in names)
     result = check_relation(detections, RelationRequest(subject, relation, obj))

@@ -40,6 +40,7 @@ COLOURS: MappingProxyType[str, Colour] = MappingProxyType(
         "yellow": (240, 200, 20),
         "purple": (140, 50, 180),
         "orange": (245, 130, 20),
+        "teal": (20, 190, 200),
         "black": (20, 20, 20),
         "white": (255, 255, 255),
     }
@@ -55,7 +56,7 @@ DEFAULT_KINDS: tuple[str, ...] = (
     "blue circle",
     "yellow star",
     "purple cross",
-    "orange diamond",
+    "teal diamond",
 )
 """The default object vocabulary: six kinds, each with its own colour and shape."""
 

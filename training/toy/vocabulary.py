@@ -55,6 +55,7 @@ CLIP_TOKEN_IDS: MappingProxyType[str, int] = MappingProxyType(
         "yellow": 4481,
         "purple": 5496,
         "orange": 4287,
+        "teal": 22821,
         "black": 1449,
         "white": 1579,
         "square": 3999,
