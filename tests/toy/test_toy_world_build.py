@@ -150,10 +150,21 @@ def test_cli_kinds_option_builds_that_vocabulary(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("kinds", "message"), [
-    (("red square", "teal diamond"), "'teal'"),  # a colour the toy world has no word for
+    (("red square", "cyan diamond"), "'cyan'"),  # a colour the toy world does not have
     (("red square", "red square"), "repeat"),
     (("red square",), "at least two"),
 ])
 def test_build_config_rejects_a_bad_vocabulary_before_any_stage(kinds: tuple[str, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BuildConfig(kinds=kinds)
+
+
+def test_build_config_names_a_kind_word_the_prompt_vocabulary_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import MappingProxyType
+
+    from training.toy import vocabulary
+
+    without_teal = {word: i for word, i in vocabulary.CLIP_TOKEN_IDS.items() if word != "teal"}
+    monkeypatch.setattr(vocabulary, "CLIP_TOKEN_IDS", MappingProxyType(without_teal))
+    with pytest.raises(ValueError, match="'teal'"):  # a drawable colour with no prompt word: caught before any stage
+        BuildConfig(kinds=("red square", "teal diamond"))
