@@ -49,4 +49,6 @@ def test_steering_beats_plain_sampling_on_a_few_prompts() -> None:
     assert plain.images == steered.images == 64
     print(f"smoke: plain {plain.accuracy:.3f} (presence {plain.presence:.3f}), steered {steered.accuracy:.3f}")
     assert plain.presence >= PLAIN_PRESENCE, plain
+    lacking = round(plain.images * (1 - plain.presence))  # images missing one object or both
+    assert lacking <= sum(plain.missing.values()) <= 2 * lacking, plain.missing
     assert steered.accuracy >= plain.accuracy + MARGIN, (plain, steered)

@@ -233,6 +233,41 @@ def test_benchmark_batches_share_relation_words_and_cover_the_grid_once() -> Non
     assert all(len(b) <= 50 and len({item.relation for _, item, _ in b}) == 1 for b in batches)
 
 
+class _DrawingSampler:
+    """Stands in for :class:`training.toy.sampling.ToySampler` in the benchmark's bookkeeping test: it draws each
+    requested scene exactly (the toy scene renderer), except that one kind is painted over with the background."""
+
+    def __init__(self, dropped: str) -> None:
+        from types import SimpleNamespace
+
+        self.dropped = dropped
+        self.bundle = SimpleNamespace(meta={"world": {"kinds": list(DEFAULT_KINDS), "backgrounds": [list(PAPER)]}})
+
+    def sample(self, prompts, seeds, *, subject, relation, obj, **_):
+        from training.toy.sampling import Samples
+        from training.toy.scenes import ObjectKind
+
+        config = ToyWorldConfig(size=128, min_object_frac=0.3, max_object_frac=0.45, backgrounds=(PAPER,))
+        images = []
+        for s, r, o, seed in zip(subject, relation, obj, seeds, strict=True):
+            image = np.array(render_scene(s, o, r, seed, config).image)  # (128, 128, 3) uint8
+            image[(image == ObjectKind.parse(self.dropped).rgb).all(-1)] = PAPER
+            images.append(image)
+        return Samples(np.stack(images), 0.1 * len(prompts), (0,) * len(prompts))
+
+
+def test_benchmark_counts_the_images_each_requested_kind_is_missing_from() -> None:
+    from training.toy.benchmark import Condition, prompt_grid, run_condition
+
+    grid = prompt_grid(DEFAULT_KINDS, 30)
+    row = run_condition(_DrawingSampler("blue circle"), Condition("plain"), grid, [3], steps=20, cfg=8.0)
+    asking_for_blue = sum("blue circle" in (g.subject, g.object) for g in grid)  # 10 ordered pairs x 4 relations
+    assert asking_for_blue == 40
+    assert row.missing == {"blue circle": asking_for_blue}
+    assert row.presence == pytest.approx(1 - asking_for_blue / len(grid))
+    assert row.accuracy == row.presence  # every image that has both objects is drawn in the requested relation
+
+
 def test_demo_report_reads_each_panel_and_saves_an_enlarged_grid(tmp_path) -> None:
     from PIL import Image
 

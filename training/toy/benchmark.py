@@ -5,7 +5,8 @@ sampled under several conditions; every image is judged with :func:`training.toy
 rule on the boxes of the objects' colours). The table reports, per condition: spatial accuracy (split into the
 pairs' usual arrangement and the unusual ones), object presence (both objects found), background cleanliness
 (:func:`training.toy.judge.background_cleanliness`), seconds per image and steering passes (forward+backward) per
-image, so accuracy per unit of extra compute is visible.
+image, so accuracy per unit of extra compute is visible. ``results.json`` also counts, per kind, the images in which
+that requested kind was not found, which tells a world's weak kinds apart from its weak relations.
 
 Prompts that share their relation words are sampled in one batch (each image gets exactly what it would get alone:
 its own seed's noise, its own prompt; every layer of the toy UNet works per sample).
@@ -16,8 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from l2s_core.checkpoint import LoadedClassifier
@@ -78,6 +80,7 @@ class Row:
     accuracy_usual: float = float("nan")  # prompts asking for the pair's usual (training-biased) arrangement
     accuracy_unusual: float = float("nan")  # prompts asking for one of the three unusual arrangements
     cleanliness: float = float("nan")  # mean share of background pixels still the background colour
+    missing: dict[str, int] = field(default_factory=dict)  # kind -> images where it was requested but not found
 
 
 def _batches(grid: Sequence[GridItem], seeds: Sequence[int], size: int) -> list[list[tuple[int, GridItem, int]]]:
@@ -98,6 +101,7 @@ def run_condition(sampler: ToySampler, condition: Condition, grid: Sequence[Grid
     passes = 0
     seconds = 0.0
     clean = 0.0
+    missing: Counter[str] = Counter()
     for batch in _batches(grid, seeds, batch_size):
         samples = sampler.sample([item.prompt for _, item, _ in batch], [seed for _, _, seed in batch], steps=steps,
                                  cfg=cfg, subject=[item.subject for _, item, _ in batch],
@@ -113,6 +117,7 @@ def run_condition(sampler: ToySampler, condition: Condition, grid: Sequence[Grid
             by_usual[item.usual][0] += int(verdict.correct)
             by_usual[item.usual][1] += 1
             present += int(all(verdict.present))
+            missing.update(name for name, found in zip((item.subject, item.object), verdict.present) if not found)
             clean += verdict.clean
             count += 1
             if save_dir is not None:
@@ -126,10 +131,11 @@ def run_condition(sampler: ToySampler, condition: Condition, grid: Sequence[Grid
               settings=None if condition.steer is None else asdict(condition.steer),
               accuracy_usual=by_usual[True][0] / by_usual[True][1] if by_usual[True][1] else float("nan"),
               accuracy_unusual=by_usual[False][0] / by_usual[False][1] if by_usual[False][1] else float("nan"),
-              cleanliness=clean / count)
+              cleanliness=clean / count, missing=dict(missing.most_common()))
     logger.info("%s: accuracy %.3f (usual %.3f, unusual %.3f), presence %.3f, clean %.3f, %.2f s/image, "
-                "%.1f passes/image", row.condition, row.accuracy, row.accuracy_usual, row.accuracy_unusual,
-                row.presence, row.cleanliness, row.seconds_per_image, row.passes_per_image)
+                "%.1f passes/image; missing: %s", row.condition, row.accuracy, row.accuracy_usual,
+                row.accuracy_unusual, row.presence, row.cleanliness, row.seconds_per_image, row.passes_per_image,
+                ", ".join(f"{kind} {n}" for kind, n in row.missing.items()) or "none")
     return row
 
 
