@@ -3,6 +3,8 @@ train a classifier on it with the real pipeline; and the shipped bundle's smoke 
 
 from __future__ import annotations
 
+import json
+
 import math
 from pathlib import Path
 
@@ -105,8 +107,10 @@ def test_tiny_world_samples_plain_and_steered(tiny_bundle: Path, tmp_path: Path)
     work = tmp_path / "clf"
     status = training_main(["toy", "classifier", "--world", str(tiny_bundle), "--work", str(work), "--out",
                             str(work / "clf.safetensors"), "--per-relation", "5", "--steps", "4", "--epochs", "1",
-                            "--psnr-threshold", "0", "--threads", "1"])
+                            "--lr", "2e-4", "--patience", "3", "--psnr-threshold", "0", "--threads", "1"])
     assert status == 0
+    trained_with = json.loads((work / "run" / "metrics.json").read_text())["config"]
+    assert (trained_with["lr"], trained_with["early_stopping_patience"]) == (2e-4, 3)
     classifier = load_classifier(work / "clf.safetensors")
     assert classifier.family == "toy" and classifier.channels == 28 and classifier.trained_num_steps == 4
     sampler = ToySampler(tiny_bundle)
