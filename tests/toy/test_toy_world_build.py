@@ -4,7 +4,6 @@ train a classifier on it with the real pipeline; and the shipped bundle's smoke 
 from __future__ import annotations
 
 import json
-
 import math
 from pathlib import Path
 
