@@ -121,8 +121,8 @@ def toy_note(recipe: Any, w: Workflow) -> str:
         f"**Settings**: {TOY_SIDE}x{TOY_SIDE} (the world's size), {steer['steps']} steps, CFG {steer['cfg']}, "
         f"`{steer['sampler_name']}` + `{steer['scheduler']}`, seed {seeds[0]} in both samplers (keep them equal). "
         f"`mode` {steer['mode']} steers steps 0-{recipe.last_step - 1} of {recipe.num_steps} with up to "
-        f"{recipe.iterations} updates each, every update moving the latent by a fixed share of its spread, and stops "
-        "a step once the classifier reads the relation with p >= 0.99; `official` runs the published loop (step "
+        f"{recipe.iterations} updates each, every update moving the latent by a fixed share of its spread (no early "
+        "stop: all of official's passes); `official` runs the published loop (step "
         f"size {recipe.step_size:g} on this world) to compare with the paper. " + STEER_DEFAULTS + " The single "
         f"images are also saved at {TOY_SIDE} px (the folded Save nodes) for `bash scripts/demo.sh`.",
     ]) + "\n"

@@ -100,7 +100,7 @@ def test_the_toy_template_runs_and_shows_its_parse_and_trace(canvas: ComfyCanvas
     assert ran.problems == []
     steer = next(r for r in ran.reports if r.type == "L2S_LearnedSpatialSteer")
     steps = [line for line in steer.shown.splitlines() if line.startswith("step ")]
-    step_line = re.compile(r"step \d+: [\d.]+ -> [\d.]+ \(\d+ it(, early stop)?\)")  # quality mode stops early
+    step_line = re.compile(r"step \d+: [\d.]+ -> [\d.]+ \(\d+ it(, early stop)?\)")
     assert len(steps) >= 1 and all(step_line.fullmatch(line) for line in steps), steer.shown
     state = canvas.state()
     comparison = next(n for n in state.nodes if n["title"] == "Save Image (unsteered | steered)")

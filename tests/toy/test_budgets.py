@@ -53,8 +53,8 @@ def test_share_keeps_the_first_part_of_the_official_range() -> None:
 
 
 def test_overlap_term_sets_the_weight() -> None:
-    budget = parse_budget("quality+overlap:2")
-    assert budget.options.overlap_weight == 2.0 and budget.options.early_stop_probability == 0.99
+    budget = parse_budget("fast+overlap:2")
+    assert budget.options.overlap_weight == 2.0 and budget.options.early_stop_probability == 0.9  # fast's stop kept
     assert budget.options.resolve(20, "toy").overlap_weight == 2.0
     assert "overlap term x2" in budget.label
     with pytest.raises(ValueError, match="must be > 0"):

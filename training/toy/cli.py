@@ -43,15 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clf.add_argument("--world", type=Path, default=DEFAULT_WORLD)
     clf.add_argument("--work", type=Path, required=True, help="working folder for triplets, maps and the run")
     clf.add_argument("--out", type=Path, default=DEFAULT_CLASSIFIER)
-    clf.add_argument("--per-relation", type=int, default=100,
-                     help="training scenes per relation (default 100; val and test get a fifth and a tenth of that)")
+    clf.add_argument("--per-relation", type=int, default=160,
+                     help="training scenes per relation (default 160; val and test get a fifth and a tenth of that)")
     clf.add_argument("--steps", type=int, default=20, help="sampling steps of the inversion (default 20)")
     clf.add_argument("--fixed-point-iterations", type=int, default=2,
                      help="fixed-point iterations per DDIM inversion step (default 2; invert's own default is 5)")
     clf.add_argument("--epochs", type=int, default=40, help="most epochs (default 40)")
-    clf.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
-    clf.add_argument("--patience", type=int, default=10,
-                     help="stop after this many epochs without a lower validation loss (default 10)")
+    clf.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    clf.add_argument("--patience", type=int, default=5,
+                     help="stop after this many epochs without a lower validation loss (default 5)")
     clf.add_argument("--seed", type=int, default=1)
     clf.add_argument("--no-negatives", action="store_true", help="ablation: no wrong-relation samples")
     clf.add_argument("--psnr-threshold", type=float, default=None,
