@@ -47,6 +47,30 @@ def test_object_token_positions_point_at_the_colour_and_shape_words(relation: st
         object_token_positions("red square")
 
 
+def test_a_single_object_prompt_grounds_its_words_to_its_own_box() -> None:
+    assert object_token_positions("a teal diamond") == ((2, 3), (2, 3))
+    scenes = render_scenes(BuildConfig(num_images=4, solo_images=6), ToyArchitecture())
+    assert scenes.prompts[4:] == [f"a {k}" for k in BuildConfig().kinds]  # every kind once, in turn
+    positions, boxes = object_boxes_loss_inputs(scenes.prompts, scenes.subject_boxes, scenes.object_boxes)
+    assert positions[4:].tolist() == [[2, 3, 2, 3]] * 6
+    for i in range(4, 10):
+        assert torch.equal(boxes[i], scenes.subject_boxes[i].expand(4, 4))
+        x0, y0, x1, y1 = (int(v) for v in scenes.subject_boxes[i])
+        colour = COLOURS[words_of(scenes.prompts[i])[1]]
+        patch = scenes.images[i, :, y0:y1, x0:x1].reshape(3, -1).T  # (3, h, w) -> (h*w, 3)
+        assert colour in {tuple(int(c) for c in rgb) for rgb in patch}
+        outside = scenes.images[i].clone()
+        outside[:, y0:y1, x0:x1] = 236
+        assert torch.all(outside == 236), "a single-object scene draws nothing outside its object's box"
+
+
+def test_single_object_scenes_leave_the_pair_scenes_as_they_were() -> None:
+    pairs = render_scenes(BuildConfig(num_images=12), ToyArchitecture())
+    mixed = render_scenes(BuildConfig(num_images=12, solo_images=3), ToyArchitecture())
+    assert torch.equal(mixed.images[:12], pairs.images) and mixed.prompts[:12] == pairs.prompts
+    assert mixed.relations[12:] == ["", "", ""]
+
+
 def test_scene_boxes_follow_the_prompt_order_even_when_the_prompt_is_swapped() -> None:
     scenes = render_scenes(BuildConfig(num_images=40), ToyArchitecture())
     for i, prompt in enumerate(scenes.prompts):

@@ -5,7 +5,8 @@ Stages (each logs its wall time; the totals go into the bundle metadata):
 1. **Scenes**: ``num_images`` scenes of two objects in one of the four relations (:mod:`.scenes`), with a
    co-occurrence bias: with probability ``bias`` the pair is one whose usual arrangement is the drawn relation.
    The prompt names the pair and the true relation ("a red square to the left of a blue circle"), or the same
-   scene from the other object's side ("a blue circle to the right of a red square").
+   scene from the other object's side ("a blue circle to the right of a red square"). ``solo_images`` scenes of one
+   object alone ("a blue circle") can be added after them, to tie each object's words to its look on their own.
 2. **Latents**: every scene through the frozen pooling encoder (:func:`pooling_init_`, computed directly by
    :func:`pooled_latents`); the latent scale factor makes their standard deviation 1.
 3. **Autoencoder** (TAESD layout): the encoder stays the pooling codec; the decoder is trained on random
@@ -50,7 +51,17 @@ from .architecture import (
     text_encoder_config,
 )
 from .grounding import GroundingCapture, grounding_loss, object_boxes_loss_inputs
-from .scenes import DEFAULT_KINDS, INVERSE, PAPER, Colour, ToyWorldConfig, parse_kinds, render_scene, sample_pair
+from .scenes import (
+    DEFAULT_KINDS,
+    INVERSE,
+    PAPER,
+    Colour,
+    ToyWorldConfig,
+    parse_kinds,
+    render_scene,
+    render_single,
+    sample_pair,
+)
 from .vocabulary import prompt_ids, relation_prompt
 
 logger = logging.getLogger(__name__)
@@ -71,6 +82,7 @@ class BuildConfig:
 
     seed: int = 0
     num_images: int = 8000
+    solo_images: int = 0
     bias: float = 0.99
     min_object_frac: float = 0.30
     max_object_frac: float = 0.45
@@ -106,15 +118,16 @@ class Scenes:
 
     images: torch.Tensor  # (N, 3, S, S) uint8
     prompts: list[str]
-    relations: list[str]
+    relations: list[str]  # "" for a single-object scene
     subject_boxes: torch.Tensor  # (N, 4) long: pixel box of the prompt's subject (x0, y0, x1, y1)
     object_boxes: torch.Tensor  # (N, 4) long: pixel box of the prompt's object
 
 
 def render_scenes(config: BuildConfig, arch: ToyArchitecture) -> Scenes:
-    """Draw ``config.num_images`` biased scenes with their prompts (deterministic in ``config.seed``)."""
+    """Draw ``config.num_images`` biased scenes with their prompts, then ``config.solo_images`` single-object scenes
+    ("a blue circle", kinds in turn; relation ""), all deterministic in ``config.seed``."""
     world = config.world(arch)
-    images = np.zeros((config.num_images, arch.image_size, arch.image_size, 3), dtype=np.uint8)
+    images = np.zeros((config.num_images + config.solo_images, arch.image_size, arch.image_size, 3), dtype=np.uint8)
     prompts: list[str] = []
     relations: list[str] = []
     boxes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
@@ -132,6 +145,14 @@ def render_scenes(config: BuildConfig, arch: ToyArchitecture) -> Scenes:
             prompts.append(relation_prompt(obj, INVERSE[relation], subject))
             relations.append(INVERSE[relation])
             boxes.append((scene.objects[1].box, scene.objects[0].box))
+    names = [k.name for k in parse_kinds(config.kinds)]
+    for i in range(config.solo_images):  # after the pair scenes, so these stay the same whatever solo_images is
+        rng = random.Random(f"{config.seed}:solo:{i}")
+        image, placed = render_single(names[i % len(names)], rng, world)
+        images[config.num_images + i] = np.asarray(image, dtype=np.uint8)
+        prompts.append(f"a {placed.name}")
+        relations.append("")
+        boxes.append((placed.box, placed.box))
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, H, W, 3) -> (N, 3, H, W)
     box_tensor = torch.tensor(boxes, dtype=torch.long).reshape(len(boxes), 2, 4)  # (N, subject/object, 4)
     return Scenes(images=tensor, prompts=prompts, relations=relations, subject_boxes=box_tensor[:, 0],

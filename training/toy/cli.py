@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--out", type=Path, default=DEFAULT_WORLD, help=f"bundle to write (default {DEFAULT_WORLD})")
     model.add_argument("--seed", type=int, default=0)
     model.add_argument("--images", type=int, default=None, help="training scenes (default 8000)")
+    model.add_argument("--solo-images", type=int, default=None,
+                       help="single-object scenes added to the pair scenes (default 0)")
     model.add_argument("--ae-steps", type=int, default=None, help="decoder training steps (default 400)")
     model.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default 4000)")
     model.add_argument("--bias", type=float, default=None, help="co-occurrence bias of the scenes (default 0.99)")
@@ -100,7 +102,7 @@ def _run_model(args: argparse.Namespace) -> int:
 
     config = BuildConfig(seed=args.seed, threads=args.threads)
     kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds is not None else None
-    for field, value in (("num_images", args.images), ("ae_steps", args.ae_steps), ("unet_steps", args.unet_steps),
+    for field, value in (("num_images", args.images), ("solo_images", args.solo_images), ("ae_steps", args.ae_steps), ("unet_steps", args.unet_steps),
                          ("bias", args.bias), ("kinds", kinds)):
         if value is not None:
             config = replace(config, **{field: value})

@@ -35,14 +35,18 @@ EPS = 1e-6
 
 
 def object_token_positions(prompt: str) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Token positions (start token = 0) of the subject's and the object's two words in ``"a X <relation> a Y"``.
+    """Token positions (start token = 0) of the subject's and the object's two words in ``"a X <relation> a Y"``
+    (for a single-object prompt ``"a X"``, X's positions twice).
 
     Raises:
         ValueError: the prompt is not of that form.
     """
     words = words_of(prompt)
+    if len(words) == 3 and words[0] == "a":  # a single object ("a red square"): its words stand for both
+        return (2, 3), (2, 3)
     if len(words) < 7 or words[0] != "a" or words[-3] != "a":
-        raise ValueError(f"Not a toy relation prompt ('a <colour> <shape> <relation> a <colour> <shape>'): {prompt!r}")
+        raise ValueError(f"Not a toy relation prompt ('a <colour> <shape> <relation> a <colour> <shape>', or "
+                         f"'a <colour> <shape>' alone): {prompt!r}")
     n = len(words)
     return (2, 3), (n - 1, n)  # position = word index + 1 (the start token is position 0)
 

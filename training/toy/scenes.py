@@ -332,6 +332,29 @@ def render_scene(
     )
 
 
+def render_single(kind: str | ObjectKind, rng: random.Random | int, config: ToyWorldConfig | None = None
+                  ) -> tuple[Image.Image, PlacedObject]:
+    """Draw one object alone at a random size and place: the image and the object with its tight box.
+
+    The toy build mixes such scenes in (``solo_images``) so that each object's words are tied to its look on their
+    own, not only next to the companion a biased pair usually brings.
+
+    Raises:
+        ValueError: unknown name.
+    """
+    config = config or ToyWorldConfig()
+    rng = _rng(rng)
+    kind = kind if isinstance(kind, ObjectKind) else ObjectKind.parse(kind)
+    background = config.backgrounds[rng.randrange(len(config.backgrounds))]
+    box = _sample_box(rng, config)
+    mask = _object_mask(kind, box, config.size)
+    tight = mask.getbbox()
+    assert tight is not None, "a sampled box is at least 4 px wide, so the shape has pixels"
+    image = Image.new("RGB", (config.size, config.size), background)
+    image.paste(kind.rgb, (0, 0, config.size, config.size), mask)
+    return image, PlacedObject(kind.name, tuple(tight))
+
+
 def usual_relation(subject: str, obj: str, kinds: Sequence[str]) -> str:
     """The "usual" arrangement of an ordered pair of kinds, for co-occurrence bias.
 
