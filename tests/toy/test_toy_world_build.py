@@ -119,10 +119,14 @@ def test_tiny_world_samples_plain_and_steered(tiny_bundle: Path, tmp_path: Path)
     again = sampler.sample("a red square above a blue circle", [2], steps=4)
     # a seed gives the same noise in any batch; batched CPU kernels may differ in the last bits only
     assert np.abs(again.images[0].astype(int) - plain.images[1].astype(int)).max() <= 2
+    observed: list[tuple[int, float]] = []  # (steered step, largest latent change it made)
     steered = sampler.sample("a red square above a blue circle", [1, 2], steps=4, subject="red square",
                              relation="above", obj="blue circle", classifier=classifier,
-                             steer=SteeringSettings(last_step=2, step_size=5.0, iterations=3))
+                             steer=SteeringSettings(last_step=2, step_size=5.0, iterations=3),
+                             on_steer=lambda step, before, result: observed.append(
+                                 (step, float((result.latent - before).abs().max()))))
     assert steered.steering_passes == (6, 6)
+    assert [step for step, _ in observed] == [0, 1] and all(change > 0 for _, change in observed)
     assert not np.array_equal(steered.images, plain.images)
     # A batch of different prompts: every sample gets what it gets alone (its own prompt and seed's noise).
     mixed = sampler.sample(["a red square above a blue circle", "a green triangle above a yellow star"], [2, 3],

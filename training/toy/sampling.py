@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from l2s_core.attention import MapRequest
 from l2s_core.checkpoint import LoadedClassifier
 from l2s_core.layout import LayerMaps
 from l2s_core.settings import SteeringSettings
-from l2s_core.steer import steer_step
+from l2s_core.steer import SteerStepResult, steer_step
 from l2s_core.steps import ScheduleWindow
 from l2s_core.toy_bundle import load_bundle
 
@@ -30,6 +30,10 @@ from .bundle import load_pipeline
 from .vocabulary import prompt_ids, words_of
 
 logger = logging.getLogger(__name__)
+
+
+StepObserver = Callable[[int, torch.Tensor, SteerStepResult], None]
+"""``on_steer(step, latent_before, result)``: called after each steered denoising step."""
 
 
 @dataclass(frozen=True)
@@ -107,8 +111,11 @@ class ToySampler:
     def sample(self, prompt: str | Sequence[str], seeds: Sequence[int], *, steps: int = 20, cfg: float = 5.0,
                subject: str | Sequence[str] | None = None, relation: str | Sequence[str] | None = None,
                obj: str | Sequence[str] | None = None, classifier: LoadedClassifier | None = None,
-               steer: SteeringSettings | None = None) -> Samples:
+               steer: SteeringSettings | None = None, on_steer: StepObserver | None = None) -> Samples:
         """Generate one image per seed; steer toward "<subject> <relation> <obj>" when ``steer`` is given.
+
+        ``on_steer(step, before, result)`` is called after each steered step with the latent before it and the
+        step's :class:`l2s_core.steer.SteerStepResult` (for diagnostics such as the size of the updates).
 
         ``prompt``, ``subject``, ``relation`` and ``obj`` are either one value for the whole batch or one per seed.
         A batch of different prompts is sampled together (every sample gets exactly what it would get alone); when
@@ -131,7 +138,11 @@ class ToySampler:
                 request = _SteerRequest(prompts, _per_sample(subject, batch, "subject"),
                                         _per_sample(relation, batch, "relation"), _per_sample(obj, batch, "obj"))
                 if not all(settled):
-                    z, used, now_settled = self._refine(z, t, i, steps, cond, request, classifier, steer, settled)
+                    before = z
+                    result = self._refine(z, t, i, steps, cond, request, classifier, steer, settled)
+                    z, used, now_settled = result.latent.to(z.dtype), list(result.passes), result.settled
+                    if on_steer is not None:
+                        on_steer(i, before, result)
                     passes = [p + u for p, u in zip(passes, used, strict=True)]
                     if steer.settle:
                         settled = [a or b for a, b in zip(settled, now_settled, strict=True)]
@@ -143,7 +154,7 @@ class ToySampler:
 
     def _refine(self, z: torch.Tensor, t: torch.Tensor, step: int, steps: int, cond: torch.Tensor,
                 request: _SteerRequest, classifier: LoadedClassifier, steer: SteeringSettings,
-                settled: list[bool]) -> tuple[torch.Tensor, list[int], tuple[bool, ...]]:
+                settled: list[bool]) -> SteerStepResult:
         subject_positions, object_positions = request.positions()
         target = MapRequest("unet", 77, subject_positions, object_positions, (self.latent_size, self.latent_size))
 
@@ -154,9 +165,8 @@ class ToySampler:
                 self.unet(z_leaf, t, encoder_hidden_states=cond[rows])
                 return self.recorder.layers()
 
-        result = steer_step(z, layers_fn, classifier, [request.relations], layout="unet", settings=steer,
-                            window=ScheduleWindow.from_noise(steps), step=step, active_rows_only=True, skip=settled)
-        return result.latent.to(z.dtype), list(result.passes), result.settled
+        return steer_step(z, layers_fn, classifier, [request.relations], layout="unet", settings=steer,
+                          window=ScheduleWindow.from_noise(steps), step=step, active_rows_only=True, skip=settled)
 
 
 def _per_sample(value: str | Sequence[str], batch: int, name: str) -> list[str]:
