@@ -7,8 +7,8 @@ schedule. After each steered step the size of that step's total latent change is
 probability at the step's first forward. Every image is judged as the benchmark judges it. Printed per classifier:
 accuracy and background cleanliness, the mean update size per steered step, the mean target probability per step, and
 how background cleanliness goes with the total update size (correlation; cleanliness of the quarter of the images
-with the largest total update against the rest). Run from the repository root (about 3 CPU-minutes per classifier on
-two cores)::
+with the largest total update against the rest). Run from the repository root (about 3 minutes per classifier on two
+cores)::
 
     python benchmarks/toy_update_sizes.py toy_world/classifiers/toy_relation_classifier.safetensors other.safetensors
 """
@@ -33,8 +33,6 @@ from l2s_core.steer import SteerStepResult  # noqa: E402
 from training.toy.benchmark import prompt_grid  # noqa: E402
 from training.toy.judge import Palette, judge  # noqa: E402
 from training.toy.sampling import ToySampler  # noqa: E402
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_WORLD = Path("toy_world/models/toy_world.safetensors")
 

@@ -117,7 +117,8 @@ def run_condition(sampler: ToySampler, condition: Condition, grid: Sequence[Grid
             by_usual[item.usual][0] += int(verdict.correct)
             by_usual[item.usual][1] += 1
             present += int(all(verdict.present))
-            missing.update(name for name, found in zip((item.subject, item.object), verdict.present, strict=True) if not found)
+            missing.update(name for name, found in zip((item.subject, item.object), verdict.present, strict=True)
+                           if not found)
             clean += verdict.clean
             count += 1
             if save_dir is not None:

@@ -102,8 +102,8 @@ def _run_model(args: argparse.Namespace) -> int:
 
     config = BuildConfig(seed=args.seed, threads=args.threads)
     kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds is not None else None
-    for field, value in (("num_images", args.images), ("solo_images", args.solo_images), ("ae_steps", args.ae_steps), ("unet_steps", args.unet_steps),
-                         ("bias", args.bias), ("kinds", kinds)):
+    for field, value in (("num_images", args.images), ("solo_images", args.solo_images), ("ae_steps", args.ae_steps),
+                         ("unet_steps", args.unet_steps), ("bias", args.bias), ("kinds", kinds)):
         if value is not None:
             config = replace(config, **{field: value})
     start = time.perf_counter()
