@@ -13,6 +13,7 @@ from training.toy.architecture import ToyArchitecture, build_unet  # noqa: E402
 from training.toy.build import BuildConfig, GroundingTargets, render_scenes, train_unet  # noqa: E402
 from training.toy.grounding import (  # noqa: E402
     GroundingCapture,
+    binding_loss,
     box_masks,
     grounding_loss,
     object_boxes_loss_inputs,
@@ -104,6 +105,33 @@ def test_grounding_loss_is_low_when_the_tokens_attend_inside_their_boxes() -> No
     assert float(wrong) > float(flat)
     nothing = grounding_loss([probs_with(grid, grid)], positions, boxes, 64, torch.zeros(1, dtype=torch.bool))
     assert float(nothing) == 0.0
+
+
+def test_binding_loss_asks_each_box_to_read_its_own_object_words() -> None:
+    """Lowest when each box's pixels read their object's words, higher when those words get little of the pixels'
+    attention there, or are spread everywhere, highest when the objects' words are swapped."""
+    positions, boxes = object_boxes_loss_inputs(
+        [relation_prompt("red square", "above", "blue circle")], torch.tensor([[0, 0, 32, 32]]),
+        torch.tensor([[32, 32, 64, 64]]))
+    grid = torch.zeros(8, 8)
+    grid[:4, :4] = 1  # the subject's quarter
+
+    def probs_with(subject_map: torch.Tensor, object_map: torch.Tensor, mass: float = 1.0) -> torch.Tensor:
+        p = torch.full((1, 2, 64, 77), 1e-3)
+        p[0, :, :, 2] = p[0, :, :, 3] = subject_map.flatten() * mass
+        p[0, :, :, 6] = p[0, :, :, 7] = object_map.flatten() * mass
+        return p / p.sum(-1, keepdim=True)
+
+    valid = torch.ones(1, dtype=torch.bool)
+    right = float(binding_loss([probs_with(grid, grid.flip(0, 1))], positions, boxes, 64, valid))
+    faint = float(binding_loss([probs_with(grid, grid.flip(0, 1), mass=0.01)], positions, boxes, 64, valid))
+    spread = float(binding_loss([probs_with(torch.ones(8, 8), torch.ones(8, 8))], positions, boxes, 64, valid))
+    swapped = float(binding_loss([probs_with(grid.flip(0, 1), grid)], positions, boxes, 64, valid))
+    assert right < 0.05 < faint < spread < swapped
+    # the grounding loss cannot tell the faint maps from the right ones: only where the words attend counts there
+    assert float(grounding_loss([probs_with(grid, grid.flip(0, 1), mass=0.01)], positions, boxes, 64, valid)) < 0.05
+    none = binding_loss([probs_with(grid, grid)], positions, boxes, 64, torch.zeros(1, dtype=torch.bool))
+    assert float(none) == 0.0
 
 
 def test_capture_keeps_the_unet_output_and_restores_its_processors() -> None:

@@ -50,7 +50,7 @@ from .architecture import (
     taesd_state_dict,
     text_encoder_config,
 )
-from .grounding import GroundingCapture, grounding_loss, object_boxes_loss_inputs
+from .grounding import GroundingCapture, binding_loss, grounding_loss, object_boxes_loss_inputs
 from .scenes import (
     DEFAULT_KINDS,
     INVERSE,
@@ -99,6 +99,7 @@ class BuildConfig:
     prompt_dropout: float = 0.1
     ema_decay: float = 0.998
     grounding_weight: float = 0.2
+    binding_weight: float = 0.0
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -343,16 +344,20 @@ def train_unet(latents: torch.Tensor, prompt_index: torch.Tensor, prompt_tokens:
     start = time.perf_counter()
     running = 0.0
     running_ground = 0.0
+    running_binding = 0.0
     capture = GroundingCapture(model)
     grounded = grounding is not None and config.grounding_weight > 0
     pairs = [(ema, model)] + ([(text_ema, text_encoder)] if trains_text else [])
     with capture.installed() if grounded else contextlib.nullcontext():
         for step in range(config.unet_steps):
             embeddings = fixed if fixed is not None else text_encoder(prompt_tokens).last_hidden_state.float()
-            loss, ground = _unet_step(model, latents, prompt_index, embeddings, empty_index, abar, gen, config,
-                                      capture if grounded else None, grounding, arch.image_size)
+            loss, ground, binding = _unet_step(model, latents, prompt_index, embeddings, empty_index, abar, gen,
+                                               config, capture if grounded else None, grounding, arch.image_size)
             optimiser.zero_grad(set_to_none=True)
-            (loss + config.grounding_weight * ground).backward()
+            total = loss + config.grounding_weight * ground
+            if config.binding_weight > 0:
+                total = total + config.binding_weight * binding
+            total.backward()
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
             optimiser.step()
             schedule.step()
@@ -363,17 +368,22 @@ def train_unet(latents: torch.Tensor, prompt_index: torch.Tensor, prompt_tokens:
                         e.mul_(decay).add_(p, alpha=1 - decay)
             running = 0.98 * running + 0.02 * float(loss.detach()) if step else float(loss.detach())
             running_ground = 0.98 * running_ground + 0.02 * float(ground.detach()) if step else float(ground.detach())
+            running_binding = (0.98 * running_binding + 0.02 * float(binding.detach()) if step
+                               else float(binding.detach()))
             if step % 100 == 0 or step == config.unet_steps - 1:
-                logger.info("unet step %d/%d loss %.4f grounding %.3f (%.0f s)", step + 1, config.unet_steps,
-                            running, running_ground, time.perf_counter() - start)
+                logger.info("unet step %d/%d loss %.4f grounding %.3f%s (%.0f s)", step + 1, config.unet_steps,
+                            running, running_ground,
+                            f" binding {running_binding:.3f}" if config.binding_weight > 0 else "",
+                            time.perf_counter() - start)
     return ema.eval(), text_ema
 
 
 def _unet_step(model: torch.nn.Module, latents: torch.Tensor, prompt_index: torch.Tensor, embeddings: torch.Tensor,
                empty_index: int, abar: torch.Tensor, gen: torch.Generator, config: BuildConfig,
                capture: GroundingCapture | None, grounding: GroundingTargets | None, image_size: int
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch: the denoising loss and the grounding loss (0 without capture)."""
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch: the denoising loss, the grounding loss and the binding loss (each term 0 without capture; the
+    binding loss also 0 when ``config.binding_weight`` is 0, so it costs nothing then)."""
     n = latents.shape[0]
     index = torch.randint(0, n, (config.unet_batch,), generator=gen)
     x0 = latents[index]  # (B, 4, h, w)
@@ -388,10 +398,13 @@ def _unet_step(model: torch.nn.Module, latents: torch.Tensor, prompt_index: torc
     pred = model(noisy, t, encoder_hidden_states=context).sample
     loss = F.mse_loss(pred, noise)
     if capture is None or grounding is None:
-        return loss, torch.zeros(())
+        return loss, torch.zeros(()), torch.zeros(())
     probs = capture.take()
-    ground = grounding_loss(probs, grounding.positions[index], grounding.boxes[index], image_size, ~drop)
-    return loss, ground
+    positions, boxes = grounding.positions[index], grounding.boxes[index]
+    ground = grounding_loss(probs, positions, boxes, image_size, ~drop)
+    binding = (binding_loss(probs, positions, boxes, image_size, ~drop) if config.binding_weight > 0
+               else torch.zeros(()))
+    return loss, ground, binding
 
 
 def _json_ready(value: Any) -> Any:

@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--ae-steps", type=int, default=None, help="decoder training steps (default 400)")
     model.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default 4000)")
     model.add_argument("--bias", type=float, default=None, help="co-occurrence bias of the scenes (default 0.99)")
+    model.add_argument("--binding-weight", type=float, default=None,
+                       help="weight of the pixel-level binding term (default 0: off)")
     model.add_argument("--kinds", default=None,
                        help="comma-separated '<colour> <shape>' object kinds (default: red square, green triangle, "
                        "blue circle, yellow star, purple cross, teal diamond)")
@@ -103,7 +105,8 @@ def _run_model(args: argparse.Namespace) -> int:
     config = BuildConfig(seed=args.seed, threads=args.threads)
     kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds is not None else None
     for field, value in (("num_images", args.images), ("solo_images", args.solo_images), ("ae_steps", args.ae_steps),
-                         ("unet_steps", args.unet_steps), ("bias", args.bias), ("kinds", kinds)):
+                         ("unet_steps", args.unet_steps), ("bias", args.bias), ("kinds", kinds),
+                         ("binding_weight", args.binding_weight)):
         if value is not None:
             config = replace(config, **{field: value})
     start = time.perf_counter()

@@ -150,6 +150,42 @@ def grounding_loss(probs: Sequence[torch.Tensor], positions: torch.Tensor, boxes
     return torch.stack(losses).mean()
 
 
+def binding_loss(probs: Sequence[torch.Tensor], positions: torch.Tensor, boxes: torch.Tensor, image_size: int,
+                 valid: torch.Tensor) -> torch.Tensor:
+    """Pixel-level binding: binary cross-entropy between the attention an object's words get at each pixel and the
+    object's box (the pixel-level term of TokenCompose, with an object's two words counted together).
+
+    :func:`grounding_loss` only says *where* an object's words attend. This term also asks the pixels inside an
+    object's box to read mostly that object's words (and the pixels outside it to read them little), so that what a
+    region draws comes from its own object rather than from tokens that summarise the whole prompt.
+
+    Args:
+        probs: per layer ``(B, heads, N, T)`` attention probabilities, N a square grid.
+        positions: ``(B, 4)`` long token positions: the subject's two words, then the object's two words.
+        boxes: ``(B, 4, 4)`` the pixel box of each of those tokens (the subject's box twice, then the object's).
+        image_size: image side in pixels.
+        valid: ``(B,)`` bool; samples whose prompt was dropped (empty prompt) carry no binding.
+
+    Returns:
+        A scalar (0 when no sample is valid).
+    """
+    if not bool(valid.any()):
+        return probs[0].sum() * 0.0
+    b = positions.shape[0]
+    losses = []
+    for p in probs:
+        grid = int(round(p.shape[2] ** 0.5))
+        index = positions[:, None, None, :].expand(b, p.shape[1], p.shape[2], 4)  # (B, h, N, 4)
+        words = torch.gather(p, 3, index)  # (B, h, N, 4)
+        share = words.reshape(b, p.shape[1], p.shape[2], 2, 2).sum(-1)  # (B, h, N, 4) -> (B, h, N, 2 objects)
+        share = share.clamp(EPS, 1 - EPS)
+        masks = box_masks(boxes[:, ::2].reshape(b * 2, 4), image_size, grid).reshape(b, 2, grid * grid)  # (B, 2, N)
+        masks = masks.transpose(1, 2)[:, None]  # (B, 1, N, 2)
+        bce = -(masks * torch.log(share) + (1 - masks) * torch.log(1 - share))  # (B, h, N, 2)
+        losses.append(bce.mean((1, 2, 3))[valid].mean())
+    return torch.stack(losses).mean()
+
+
 def object_boxes_loss_inputs(prompts: Sequence[str], subject_boxes: torch.Tensor, object_boxes: torch.Tensor
                              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token positions ``(P, 4)`` and their boxes ``(P, 4, 4)`` for prompts whose named subject/object have the
@@ -159,4 +195,5 @@ def object_boxes_loss_inputs(prompts: Sequence[str], subject_boxes: torch.Tensor
     return positions, boxes
 
 
-__all__ = ["GroundingCapture", "box_masks", "grounding_loss", "object_boxes_loss_inputs", "object_token_positions"]
+__all__ = ["GroundingCapture", "binding_loss", "box_masks", "grounding_loss", "object_boxes_loss_inputs",
+           "object_token_positions"]
