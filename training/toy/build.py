@@ -307,7 +307,8 @@ def train_unet(latents: torch.Tensor, prompt_index: torch.Tensor, prompt_tokens:
         text_encoder: trained alongside at ``config.text_lr`` when given with ids (frozen when ``text_lr`` is 0).
 
     With ``grounding`` and ``config.grounding_weight > 0`` the loss adds the token-grounding term of
-    :mod:`.grounding` (object tokens' cross-attention inside their boxes) for the samples that keep their prompt.
+    :mod:`.grounding` (object tokens' cross-attention inside their boxes) for the samples that keep their prompt, and
+    with ``config.binding_weight > 0`` the pixel-level binding term of the same module.
     """
     torch.manual_seed(config.seed + 3)
     model = build_unet(arch)
@@ -354,10 +355,7 @@ def train_unet(latents: torch.Tensor, prompt_index: torch.Tensor, prompt_tokens:
             loss, ground, binding = _unet_step(model, latents, prompt_index, embeddings, empty_index, abar, gen,
                                                config, capture if grounded else None, grounding, arch.image_size)
             optimiser.zero_grad(set_to_none=True)
-            total = loss + config.grounding_weight * ground
-            if config.binding_weight > 0:
-                total = total + config.binding_weight * binding
-            total.backward()
+            (loss + config.grounding_weight * ground + config.binding_weight * binding).backward()
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
             optimiser.step()
             schedule.step()

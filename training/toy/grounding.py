@@ -121,6 +121,17 @@ class GroundingCapture:
         return probs
 
 
+def _token_maps_and_boxes(p: torch.Tensor, positions: torch.Tensor, boxes: torch.Tensor, image_size: int
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's attention at the given tokens ``(B, h, N, K)`` and each token's box coverage ``(B, 1, N, K)``."""
+    b, k = positions.shape
+    grid = int(round(p.shape[2] ** 0.5))
+    index = positions[:, None, None, :].expand(b, p.shape[1], p.shape[2], k)  # (B, h, N, K)
+    maps = torch.gather(p, 3, index)  # (B, h, N, K)
+    masks = box_masks(boxes.reshape(b * k, 4), image_size, grid).reshape(b, k, grid * grid)  # (B*K, N) -> (B, K, N)
+    return maps, masks.transpose(1, 2)[:, None]  # (B, K, N) -> (B, 1, N, K)
+
+
 def grounding_loss(probs: Sequence[torch.Tensor], positions: torch.Tensor, boxes: torch.Tensor, image_size: int,
                    valid: torch.Tensor) -> torch.Tensor:
     """Mean ``-log`` of the share of each object token's (pixel-normalised) attention that falls inside its box.
@@ -138,14 +149,10 @@ def grounding_loss(probs: Sequence[torch.Tensor], positions: torch.Tensor, boxes
     if not bool(valid.any()):
         return probs[0].sum() * 0.0
     losses = []
-    b, k = positions.shape
     for p in probs:
-        grid = int(round(p.shape[2] ** 0.5))
-        index = positions[:, None, None, :].expand(b, p.shape[1], p.shape[2], k)  # (B, h, N, K)
-        maps = torch.gather(p, 3, index)  # (B, h, N, K)
+        maps, masks = _token_maps_and_boxes(p, positions, boxes, image_size)  # (B, h, N, K), (B, 1, N, K)
         maps = maps / (maps.sum(2, keepdim=True) + EPS)  # normalise over pixels
-        masks = box_masks(boxes.reshape(b * k, 4), image_size, grid).reshape(b, k, grid * grid)  # (B*K, N) -> (B, K, N)
-        inside = (maps * masks.transpose(1, 2)[:, None]).sum(2)  # (B, h, K)
+        inside = (maps * masks).sum(2)  # (B, h, K)
         losses.append(-torch.log(inside + EPS)[valid].mean())
     return torch.stack(losses).mean()
 
@@ -171,16 +178,11 @@ def binding_loss(probs: Sequence[torch.Tensor], positions: torch.Tensor, boxes: 
     """
     if not bool(valid.any()):
         return probs[0].sum() * 0.0
-    b = positions.shape[0]
     losses = []
     for p in probs:
-        grid = int(round(p.shape[2] ** 0.5))
-        index = positions[:, None, None, :].expand(b, p.shape[1], p.shape[2], 4)  # (B, h, N, 4)
-        words = torch.gather(p, 3, index)  # (B, h, N, 4)
-        share = words.reshape(b, p.shape[1], p.shape[2], 2, 2).sum(-1)  # (B, h, N, 4) -> (B, h, N, 2 objects)
-        share = share.clamp(EPS, 1 - EPS)
-        masks = box_masks(boxes[:, ::2].reshape(b * 2, 4), image_size, grid).reshape(b, 2, grid * grid)  # (B, 2, N)
-        masks = masks.transpose(1, 2)[:, None]  # (B, 1, N, 2)
+        words, masks = _token_maps_and_boxes(p, positions, boxes, image_size)  # (B, h, N, 4), (B, 1, N, 4)
+        share = words.unflatten(3, (2, 2)).sum(-1).clamp(EPS, 1 - EPS)  # (B, h, N, 4) -> (B, h, N, 2 objects)
+        masks = masks[..., ::2]  # (B, 1, N, 4) -> (B, 1, N, 2): one box per object
         bce = -(masks * torch.log(share) + (1 - masks) * torch.log(1 - share))  # (B, h, N, 2)
         losses.append(bce.mean((1, 2, 3))[valid].mean())
     return torch.stack(losses).mean()
