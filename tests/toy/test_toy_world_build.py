@@ -150,12 +150,13 @@ def test_cli_kinds_option_builds_that_vocabulary(tmp_path: Path) -> None:
     out = tmp_path / "black.safetensors"
     kinds = "red square,blue circle,black diamond"
     code = main(["toy", "model", "--out", str(out), "--images", "24", "--ae-steps", "1", "--unet-steps", "1",
-                 "--kinds", kinds, "--bias", "0.99", "--solo-images", "3", "--binding-weight", "0.1"])
+                 "--kinds", kinds, "--bias", "0.99", "--solo-images", "3", "--binding-weight", "0.1",
+                 "--relation-captions", "0.5"])
     assert code == 0
     meta = load_bundle(out).meta
     assert meta["world"]["kinds"] == kinds.split(",") and meta["world"]["bias"] == 0.99
     assert meta["training"]["solo_images"] == 3 and meta["training"]["num_images"] == 24
-    assert meta["training"]["binding_weight"] == 0.1
+    assert meta["training"]["binding_weight"] == 0.1 and meta["training"]["relation_captions"] == 0.5
 
 
 @pytest.mark.parametrize(("kinds", "message"), [

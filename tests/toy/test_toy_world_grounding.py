@@ -180,3 +180,24 @@ def test_grounded_training_lowers_the_grounding_loss() -> None:
     plain, grounded = held_out_loss(trained(0.0)), held_out_loss(trained(1.0))
     print(f"grounding loss after 60 steps: plain {plain:.3f}, grounded {grounded:.3f}")
     assert grounded < 0.92 * plain
+
+
+def test_a_share_of_pair_prompts_can_leave_the_relation_unsaid() -> None:
+    named = render_scenes(BuildConfig(num_images=60), ToyArchitecture())
+    some = render_scenes(BuildConfig(num_images=60, relation_captions=0.5), ToyArchitecture())
+    assert torch.equal(some.images, named.images), "the share changes the prompts only, never the scenes"
+    unsaid = [i for i, p in enumerate(some.prompts) if " and a " in p]
+    assert 15 <= len(unsaid) <= 45, f"about half the prompts should name no relation, got {len(unsaid)} of 60"
+    for i in range(60):
+        if i in unsaid:
+            assert some.relations[i] == ""
+            # the same two objects, in the same order, with the same boxes as the prompt naming the relation
+            assert words_of(some.prompts[i])[1:3] == words_of(named.prompts[i])[1:3]
+            assert words_of(some.prompts[i])[-2:] == words_of(named.prompts[i])[-2:]
+        else:
+            assert (some.prompts[i], some.relations[i]) == (named.prompts[i], named.relations[i])
+    assert torch.equal(some.subject_boxes, named.subject_boxes) and torch.equal(some.object_boxes, named.object_boxes)
+    positions, _ = object_boxes_loss_inputs(some.prompts, some.subject_boxes, some.object_boxes)
+    assert positions[unsaid[0]].tolist() == [2, 3, 6, 7]  # "a <colour> <shape> and a <colour> <shape>"
+    with pytest.raises(ValueError, match="share of pair prompts"):
+        BuildConfig(relation_captions=1.5)

@@ -5,7 +5,9 @@ Stages (each logs its wall time; the totals go into the bundle metadata):
 1. **Scenes**: ``num_images`` scenes of two objects in one of the four relations (:mod:`.scenes`), with a
    co-occurrence bias: with probability ``bias`` the pair is one whose usual arrangement is the drawn relation.
    The prompt names the pair and the true relation ("a red square to the left of a blue circle"), or the same
-   scene from the other object's side ("a blue circle to the right of a red square"). ``solo_images`` scenes of one
+   scene from the other object's side ("a blue circle to the right of a red square"); with ``relation_captions``
+   below 1, only that share of the prompts names the relation and the rest name the two objects alone ("a red square
+   and a blue circle"), as most captions of real images leave positions unsaid. ``solo_images`` scenes of one
    object alone ("a blue circle") can be added after them, to tie each object's words to its look on their own.
 2. **Latents**: every scene through the frozen pooling encoder (:func:`pooling_init_`, computed directly by
    :func:`pooled_latents`); the latent scale factor makes their standard deviation 1.
@@ -62,7 +64,7 @@ from .scenes import (
     render_single,
     sample_pair,
 )
-from .vocabulary import prompt_ids, relation_prompt
+from .vocabulary import pair_prompt, prompt_ids, relation_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +102,14 @@ class BuildConfig:
     ema_decay: float = 0.998
     grounding_weight: float = 0.2
     binding_weight: float = 0.0
+    relation_captions: float = 1.0
     threads: int | None = None
 
     def __post_init__(self) -> None:
         """Check the vocabulary before any stage runs: every kind parses and its words are toy-prompt words."""
+        if not 0.0 <= self.relation_captions <= 1.0:
+            raise ValueError(f"relation_captions is the share of pair prompts that name the relation, in [0, 1]; "
+                             f"got {self.relation_captions}.")
         for kind in parse_kinds(self.kinds):
             prompt_ids(f"a {kind.name}")  # raises ValueError naming the unknown word and the vocabulary
 
@@ -119,7 +125,7 @@ class Scenes:
 
     images: torch.Tensor  # (N, 3, S, S) uint8
     prompts: list[str]
-    relations: list[str]  # "" for a single-object scene
+    relations: list[str]  # "" where the prompt names no relation (one object, or two without their relation)
     subject_boxes: torch.Tensor  # (N, 4) long: pixel box of the prompt's subject (x0, y0, x1, y1)
     object_boxes: torch.Tensor  # (N, 4) long: pixel box of the prompt's object
 
@@ -138,14 +144,20 @@ def render_scenes(config: BuildConfig, arch: ToyArchitecture) -> Scenes:
         subject, obj = sample_pair(relation, rng, config.kinds, config.bias)
         scene = render_scene(subject, obj, relation, rng, world)
         images[i] = np.asarray(scene.image, dtype=np.uint8)
-        if rng.random() < 0.5:
-            prompts.append(relation_prompt(subject, relation, obj))
-            relations.append(relation)
-            boxes.append((scene.objects[0].box, scene.objects[1].box))
+        # The relation is named or not by a stream of its own: the scenes (and, at the default 1.0, the prompts)
+        # are the same whatever the share.
+        named = random.Random(f"{config.seed}:caption:{i}").random() < config.relation_captions
+        swapped = rng.random() >= 0.5  # the prompt starts from the other object
+        first, second = (1, 0) if swapped else (0, 1)
+        subject_name, object_name = scene.objects[first].name, scene.objects[second].name
+        if named:
+            said = INVERSE[relation] if swapped else relation
+            prompts.append(relation_prompt(subject_name, said, object_name))
+            relations.append(said)
         else:
-            prompts.append(relation_prompt(obj, INVERSE[relation], subject))
-            relations.append(INVERSE[relation])
-            boxes.append((scene.objects[1].box, scene.objects[0].box))
+            prompts.append(pair_prompt(subject_name, object_name))
+            relations.append("")
+        boxes.append((scene.objects[first].box, scene.objects[second].box))
     names = [k.name for k in parse_kinds(config.kinds)]
     for i in range(config.solo_images):  # after the pair scenes, so these stay the same whatever solo_images is
         rng = random.Random(f"{config.seed}:solo:{i}")

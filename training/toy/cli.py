@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--bias", type=float, default=None, help="co-occurrence bias of the scenes (default 0.99)")
     model.add_argument("--binding-weight", type=float, default=None,
                        help="weight of the pixel-level binding term (default 0: off)")
+    model.add_argument("--relation-captions", type=float, default=None,
+                       help="share of the pair prompts that name the relation; the rest name the two objects only, "
+                       "'a red square and a blue circle' (default 1)")
     model.add_argument("--kinds", default=None,
                        help="comma-separated '<colour> <shape>' object kinds (default: red square, green triangle, "
                        "blue circle, yellow star, purple cross, teal diamond)")
@@ -106,7 +109,7 @@ def _run_model(args: argparse.Namespace) -> int:
     kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds is not None else None
     for field, value in (("num_images", args.images), ("solo_images", args.solo_images), ("ae_steps", args.ae_steps),
                          ("unet_steps", args.unet_steps), ("bias", args.bias), ("kinds", kinds),
-                         ("binding_weight", args.binding_weight)):
+                         ("binding_weight", args.binding_weight), ("relation_captions", args.relation_captions)):
         if value is not None:
             config = replace(config, **{field: value})
     start = time.perf_counter()

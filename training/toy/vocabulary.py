@@ -97,6 +97,11 @@ def prompt_ids(prompt: str) -> list[int]:
     return ids + [END_ID] * (CONTEXT_LENGTH - len(ids))
 
 
+def pair_prompt(subject: str, obj: str) -> str:
+    """The toy prompt naming two objects without their relation, e.g. "a red square and a blue circle"."""
+    return f"a {subject} and a {obj}"
+
+
 def relation_prompt(subject: str, relation: str, obj: str) -> str:
     """The toy prompt for "<subject> <relation> <object>", e.g. "a red square to the left of a blue circle"."""
     from l2s_core.relations import canonical_relation
