@@ -1,0 +1,60 @@
+"""benchmarks/toy_unusual_split.py: opposite and crosswise requests told apart, drawn layouts named, on real scenes."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from training.toy.architecture import ToyArchitecture
+from training.toy.benchmark import prompt_grid
+from training.toy.build import BuildConfig
+from training.toy.scenes import INVERSE, render_scene, usual_relation
+
+ROOT = Path(__file__).resolve().parents[2]
+WORLD = ROOT / "toy_world" / "models" / "toy_world.safetensors"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("toy_unusual_split", ROOT / "benchmarks" / "toy_unusual_split.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_drawn_layout_names_what_the_boxes_show() -> None:
+    layout = _script().drawn_layout
+    assert layout(frozenset(), "left of", "above") == "none"
+    assert layout(frozenset({"left of", "above"}), "left of", "above") == "both"
+    assert layout(frozenset({"above"}), "left of", "above") == "request"
+    assert layout(frozenset({"left of"}), "left of", "above") == "habit"
+    assert layout(frozenset({"below"}), "left of", "above") == "reversed"
+    assert layout(frozenset({"right of"}), "left of", "above") == "other"
+
+
+def test_split_judges_saved_images_by_kind_of_request(tmp_path: Path) -> None:
+    script = _script()
+    kinds = ("red square", "green triangle", "blue circle", "yellow star", "purple cross", "teal diamond")
+    grid = prompt_grid(kinds, script.GRID_PAIRS)
+    opposite = next(i for i, g in enumerate(grid)
+                    if not g.usual and INVERSE[usual_relation(g.subject, g.object, kinds)] == g.relation)
+    crosswise = next(i for i, g in enumerate(grid)
+                     if not g.usual and INVERSE[usual_relation(g.subject, g.object, kinds)] != g.relation)
+    usual = next(i for i, g in enumerate(grid) if g.usual)
+    world = BuildConfig().world(ToyArchitecture())  # the shipped world's size, object sizes and background
+    # the opposite request drawn in the pair's habit (wrong), the crosswise one drawn as asked (right)
+    for index, relation, seed in ((opposite, usual_relation(grid[opposite].subject, grid[opposite].object, kinds), 1),
+                                  (crosswise, grid[crosswise].relation, 2),
+                                  (usual, grid[usual].relation, 3)):
+        item = grid[index]
+        scene = render_scene(item.subject, item.object, relation, seed, world)
+        scene.image.save(tmp_path / f"{index:03d}_{seed}_xx.png")
+    verdicts, layouts = script.split(WORLD, [tmp_path])
+    assert verdicts == {("opposite", False): 1, ("crosswise", True): 1}, "usual requests are left out"
+    assert layouts == {("opposite", "habit"): 1, ("crosswise", "request"): 1}
+
+
+def test_split_says_when_a_folder_holds_no_images(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="--save-images"):
+        _script().split(WORLD, [tmp_path])
