@@ -19,18 +19,18 @@ drew them::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import re
 import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for training
 
+from l2s_core.toy_bundle import BundleError, read_bundle_metadata  # noqa: E402
 from training.geometry import relations_from_boxes  # noqa: E402
 from training.toy.benchmark import prompt_grid  # noqa: E402
 from training.toy.judge import Palette, judge  # noqa: E402
@@ -38,8 +38,8 @@ from training.toy.scenes import INVERSE, usual_relation  # noqa: E402
 
 logger = logging.getLogger("toy_unusual_split")
 
-GRID_PAIRS = 30  # the benchmark's default grid: every ordered pair of six kinds
-
+SAVED_NAME = re.compile(r"(\d+)_-?\d+_(ok|no)")
+"""The name `toy bench --save-images` gives an image: ``<grid index>_<seed>_<ok|no>``."""
 
 def drawn_layout(holding: frozenset[str], habit: str, request: str) -> str:
     """Name what the drawn boxes show: "habit", "request", "both" (a diagonal), "reversed" (the inverse of the
@@ -60,10 +60,10 @@ def drawn_layout(holding: frozenset[str], habit: str, request: str) -> str:
 def split(world: Path, folders: list[Path]) -> tuple[Counter, Counter]:
     """Per kind of unusual request: (kind, correct) counts, and (kind, drawn layout) counts for images with both
     objects found."""
-    described = json.loads(safe_open(str(world), "pt").metadata()["l2s_toy_world"])["world"]
+    described = read_bundle_metadata(world)["world"]
     kinds = described["kinds"]
     palette = Palette.of_world(described)
-    grid = prompt_grid(kinds, GRID_PAIRS)
+    grid = prompt_grid(kinds, len(kinds) * (len(kinds) - 1))  # the benchmark's default grid: every ordered pair
     verdicts: Counter = Counter()
     layouts: Counter = Counter()
     for folder in folders:
@@ -72,7 +72,12 @@ def split(world: Path, folders: list[Path]) -> tuple[Counter, Counter]:
             raise FileNotFoundError(f"No benchmark images in {folder}; run `python -m training toy bench "
                                     f"--save-images --out DIR` and pass DIR/images/<condition>.")
         for path in images:
-            item = grid[int(path.stem.split("_")[0])]
+            name = SAVED_NAME.fullmatch(path.stem)
+            if name is None or int(name.group(1)) >= len(grid):
+                raise ValueError(f"{path} is not an image of the benchmark's default grid for this world (names "
+                                 f"'<grid index>_<seed>_<ok|no>.png', index below {len(grid)}); pass the folders "
+                                 f"that `toy bench --save-images` wrote with this world.")
+            item = grid[int(name.group(1))]
             if item.usual:
                 continue
             habit = usual_relation(item.subject, item.object, kinds)
@@ -94,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folders", type=Path, nargs="+", help="folders of images saved by `toy bench --save-images`")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    verdicts, layouts = split(args.world, args.folders)
+    try:
+        verdicts, layouts = split(args.world, args.folders)
+    except (BundleError, FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
     for kind in ("opposite", "crosswise"):
         right, wrong = verdicts[(kind, True)], verdicts[(kind, False)]
         total = right + wrong

@@ -10,7 +10,7 @@ import pytest
 from training.toy.architecture import ToyArchitecture
 from training.toy.benchmark import prompt_grid
 from training.toy.build import BuildConfig
-from training.toy.scenes import INVERSE, render_scene, usual_relation
+from training.toy.scenes import DEFAULT_KINDS, INVERSE, render_scene, usual_relation
 
 ROOT = Path(__file__).resolve().parents[2]
 WORLD = ROOT / "toy_world" / "models" / "toy_world.safetensors"
@@ -35,8 +35,8 @@ def test_drawn_layout_names_what_the_boxes_show() -> None:
 
 def test_split_judges_saved_images_by_kind_of_request(tmp_path: Path) -> None:
     script = _script()
-    kinds = ("red square", "green triangle", "blue circle", "yellow star", "purple cross", "teal diamond")
-    grid = prompt_grid(kinds, script.GRID_PAIRS)
+    kinds = DEFAULT_KINDS  # the shipped world's
+    grid = prompt_grid(kinds, len(kinds) * (len(kinds) - 1))
     opposite = next(i for i, g in enumerate(grid)
                     if not g.usual and INVERSE[usual_relation(g.subject, g.object, kinds)] == g.relation)
     crosswise = next(i for i, g in enumerate(grid)
@@ -44,12 +44,13 @@ def test_split_judges_saved_images_by_kind_of_request(tmp_path: Path) -> None:
     usual = next(i for i, g in enumerate(grid) if g.usual)
     world = BuildConfig().world(ToyArchitecture())  # the shipped world's size, object sizes and background
     # the opposite request drawn in the pair's habit (wrong), the crosswise one drawn as asked (right)
-    for index, relation, seed in ((opposite, usual_relation(grid[opposite].subject, grid[opposite].object, kinds), 1),
-                                  (crosswise, grid[crosswise].relation, 2),
-                                  (usual, grid[usual].relation, 3)):
+    for index, relation, seed, mark in (
+            (opposite, usual_relation(grid[opposite].subject, grid[opposite].object, kinds), 1, "no"),
+            (crosswise, grid[crosswise].relation, 2, "ok"),
+            (usual, grid[usual].relation, 3, "ok")):
         item = grid[index]
         scene = render_scene(item.subject, item.object, relation, seed, world)
-        scene.image.save(tmp_path / f"{index:03d}_{seed}_xx.png")
+        scene.image.save(tmp_path / f"{index:03d}_{seed}_{mark}.png")
     verdicts, layouts = script.split(WORLD, [tmp_path])
     assert verdicts == {("opposite", False): 1, ("crosswise", True): 1}, "usual requests are left out"
     assert layouts == {("opposite", "habit"): 1, ("crosswise", "request"): 1}
@@ -57,4 +58,10 @@ def test_split_judges_saved_images_by_kind_of_request(tmp_path: Path) -> None:
 
 def test_split_says_when_a_folder_holds_no_images(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="--save-images"):
+        _script().split(WORLD, [tmp_path])
+
+
+def test_split_names_a_file_that_is_not_a_benchmark_image(tmp_path: Path) -> None:
+    (tmp_path / "sheet.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="sheet.png is not an image of the benchmark"):
         _script().split(WORLD, [tmp_path])
