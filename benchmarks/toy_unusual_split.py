@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -32,14 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repositor
 
 from l2s_core.toy_bundle import BundleError, read_bundle_metadata  # noqa: E402
 from training.geometry import relations_from_boxes  # noqa: E402
-from training.toy.benchmark import prompt_grid  # noqa: E402
+from training.toy.benchmark import SAVED_IMAGE_NAME, prompt_grid  # noqa: E402
 from training.toy.judge import Palette, judge  # noqa: E402
 from training.toy.scenes import INVERSE, usual_relation  # noqa: E402
 
 logger = logging.getLogger("toy_unusual_split")
 
-SAVED_NAME = re.compile(r"(\d+)_-?\d+_(ok|no)")
-"""The name `toy bench --save-images` gives an image: ``<grid index>_<seed>_<ok|no>``."""
 
 def drawn_layout(holding: frozenset[str], habit: str, request: str) -> str:
     """Name what the drawn boxes show: "habit", "request", "both" (a diagonal), "reversed" (the inverse of the
@@ -63,7 +60,7 @@ def split(world: Path, folders: list[Path]) -> tuple[Counter, Counter]:
     described = read_bundle_metadata(world)["world"]
     kinds = described["kinds"]
     palette = Palette.of_world(described)
-    grid = prompt_grid(kinds, len(kinds) * (len(kinds) - 1))  # the benchmark's default grid: every ordered pair
+    grid = prompt_grid(kinds)  # the benchmark's default grid: every ordered pair
     verdicts: Counter = Counter()
     layouts: Counter = Counter()
     for folder in folders:
@@ -72,12 +69,12 @@ def split(world: Path, folders: list[Path]) -> tuple[Counter, Counter]:
             raise FileNotFoundError(f"No benchmark images in {folder}; run `python -m training toy bench "
                                     f"--save-images --out DIR` and pass DIR/images/<condition>.")
         for path in images:
-            name = SAVED_NAME.fullmatch(path.stem)
-            if name is None or int(name.group(1)) >= len(grid):
+            name = SAVED_IMAGE_NAME.fullmatch(path.stem)
+            if name is None or int(name["index"]) >= len(grid):
                 raise ValueError(f"{path} is not an image of the benchmark's default grid for this world (names "
                                  f"'<grid index>_<seed>_<ok|no>.png', index below {len(grid)}); pass the folders "
                                  f"that `toy bench --save-images` wrote with this world.")
-            item = grid[int(name.group(1))]
+            item = grid[int(name["index"])]
             if item.usual:
                 continue
             habit = usual_relation(item.subject, item.object, kinds)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from training.toy.architecture import ToyArchitecture
-from training.toy.benchmark import prompt_grid
+from training.toy.benchmark import prompt_grid, saved_image_name
 from training.toy.build import BuildConfig
 from training.toy.scenes import DEFAULT_KINDS, INVERSE, render_scene, usual_relation
 
@@ -36,7 +36,7 @@ def test_drawn_layout_names_what_the_boxes_show() -> None:
 def test_split_judges_saved_images_by_kind_of_request(tmp_path: Path) -> None:
     script = _script()
     kinds = DEFAULT_KINDS  # the shipped world's
-    grid = prompt_grid(kinds, len(kinds) * (len(kinds) - 1))
+    grid = prompt_grid(kinds)
     opposite = next(i for i, g in enumerate(grid)
                     if not g.usual and INVERSE[usual_relation(g.subject, g.object, kinds)] == g.relation)
     crosswise = next(i for i, g in enumerate(grid)
@@ -44,13 +44,13 @@ def test_split_judges_saved_images_by_kind_of_request(tmp_path: Path) -> None:
     usual = next(i for i, g in enumerate(grid) if g.usual)
     world = BuildConfig().world(ToyArchitecture())  # the shipped world's size, object sizes and background
     # the opposite request drawn in the pair's habit (wrong), the crosswise one drawn as asked (right)
-    for index, relation, seed, mark in (
-            (opposite, usual_relation(grid[opposite].subject, grid[opposite].object, kinds), 1, "no"),
-            (crosswise, grid[crosswise].relation, 2, "ok"),
-            (usual, grid[usual].relation, 3, "ok")):
+    for index, relation, seed, correct in (
+            (opposite, usual_relation(grid[opposite].subject, grid[opposite].object, kinds), 1, False),
+            (crosswise, grid[crosswise].relation, 2, True),
+            (usual, grid[usual].relation, 3, True)):
         item = grid[index]
         scene = render_scene(item.subject, item.object, relation, seed, world)
-        scene.image.save(tmp_path / f"{index:03d}_{seed}_{mark}.png")
+        scene.image.save(tmp_path / saved_image_name(index, seed, correct))
     verdicts, layouts = script.split(WORLD, [tmp_path])
     assert verdicts == {("opposite", False): 1, ("crosswise", True): 1}, "usual requests are left out"
     assert layouts == {("opposite", "habit"): 1, ("crosswise", "request"): 1}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -49,9 +50,20 @@ class GridItem:
         return relation_prompt(self.subject, self.relation, self.object)
 
 
-def prompt_grid(kinds: Sequence[str], pairs: int) -> list[GridItem]:
-    """``pairs`` ordered pairs of distinct kinds (spread over all kinds, deterministic) x the four relations."""
+SAVED_IMAGE_NAME = re.compile(r"(?P<index>\d+)_(?P<seed>-?\d+)_(?P<mark>ok|no)")
+"""The name (without ``.png``) ``--save-images`` gives an image: ``<grid index>_<seed>_<ok|no>``."""
+
+
+def saved_image_name(index: int, seed: int, correct: bool) -> str:
+    """The file name of a saved benchmark image; :data:`SAVED_IMAGE_NAME` reads it back."""
+    return f"{index:03d}_{seed}_{'ok' if correct else 'no'}.png"
+
+
+def prompt_grid(kinds: Sequence[str], pairs: int | None = None) -> list[GridItem]:
+    """``pairs`` ordered pairs of distinct kinds (spread over all kinds, deterministic; None: every ordered pair, the
+    benchmark's default grid) x the four relations."""
     ordered = [(a, b) for i, a in enumerate(kinds) for j, b in enumerate(kinds) if i != j]
+    pairs = len(ordered) if pairs is None else pairs
     stride = max(1, len(ordered) // max(1, pairs))
     chosen = ordered[::stride][:pairs]
     return [GridItem(a, r, b, usual=usual_relation(a, b, kinds) == r) for a, b in chosen for r in SPATIAL_RELATIONS]
@@ -125,8 +137,7 @@ def run_condition(sampler: ToySampler, condition: Condition, grid: Sequence[Grid
                 from PIL import Image
 
                 save_dir.mkdir(parents=True, exist_ok=True)
-                mark = "ok" if verdict.correct else "no"
-                Image.fromarray(image).save(save_dir / f"{index:03d}_{seed}_{mark}.png")
+                Image.fromarray(image).save(save_dir / saved_image_name(index, seed, verdict.correct))
     row = Row(condition=condition.name, images=count, accuracy=correct / count, presence=present / count,
               seconds_per_image=seconds / count, passes_per_image=passes / count,
               settings=None if condition.steer is None else asdict(condition.steer),
