@@ -174,7 +174,7 @@ def test_grounded_training_lowers_the_grounding_loss() -> None:
                                         torch.ones(32, dtype=torch.bool)))
 
     def trained(weight: float) -> torch.nn.Module:
-        config = BuildConfig(unet_steps=60, unet_batch=16, grounding_weight=weight, ema_decay=0.5)
+        config = BuildConfig(unet_steps=60, unet_batch=16, grounding_weight=weight, binding_weight=0.0, ema_decay=0.5)
         return train_unet(latents, index, embeddings, len(distinct), arch, config, targets)[0]
 
     plain, grounded = held_out_loss(trained(0.0)), held_out_loss(trained(1.0))
@@ -183,7 +183,7 @@ def test_grounded_training_lowers_the_grounding_loss() -> None:
 
 
 def test_a_share_of_pair_prompts_can_leave_the_relation_unsaid() -> None:
-    named = render_scenes(BuildConfig(num_images=60), ToyArchitecture())
+    named = render_scenes(BuildConfig(num_images=60, relation_captions=1.0), ToyArchitecture())
     some = render_scenes(BuildConfig(num_images=60, relation_captions=0.5), ToyArchitecture())
     assert torch.equal(some.images, named.images), "the share changes the prompts only, never the scenes"
     unsaid = [i for i, p in enumerate(some.prompts) if " and a " in p]

@@ -22,6 +22,8 @@ Stages (each logs its wall time; the totals go into the bundle metadata):
    embeddings dominate), which leaves the small UNet mixing colours up. A token-grounding term (:mod:`.grounding`,
    weight ``grounding_weight``) pulls each object word's cross-attention into that object's box, so the toy UNet's
    maps localise objects the way a large model's do (without it they stay flat and no classifier can read a relation from them).
+   A pixel-level binding term of the same module (weight ``binding_weight``) ties each object's pixels to its own
+   words, so that both requested objects get drawn.
 """
 
 from __future__ import annotations
@@ -94,15 +96,15 @@ class BuildConfig:
     ae_batch: int = 8
     ae_crop: int = 64
     ae_lr: float = 1e-3
-    unet_steps: int = 4000
+    unet_steps: int = 3500
     unet_batch: int = 64
     unet_lr: float = 1e-3
     text_lr: float = 1e-3
     prompt_dropout: float = 0.1
     ema_decay: float = 0.998
     grounding_weight: float = 0.2
-    binding_weight: float = 0.0
-    relation_captions: float = 1.0
+    binding_weight: float = 0.1
+    relation_captions: float = 0.25
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -144,7 +146,7 @@ def render_scenes(config: BuildConfig, arch: ToyArchitecture) -> Scenes:
         subject, obj = sample_pair(relation, rng, config.kinds, config.bias)
         scene = render_scene(subject, obj, relation, rng, world)
         images[i] = np.asarray(scene.image, dtype=np.uint8)
-        # The relation is named or not by a stream of its own: the scenes (and, at the default 1.0, the prompts)
+        # The relation is named or not by a stream of its own: the scenes (and, at a share of 1.0, the prompts)
         # are the same whatever the share.
         named = random.Random(f"{config.seed}:caption:{i}").random() < config.relation_captions
         swapped = rng.random() >= 0.5  # the prompt starts from the other object

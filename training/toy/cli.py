@@ -33,13 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--solo-images", type=int, default=None,
                        help="single-object scenes added to the pair scenes (default 0)")
     model.add_argument("--ae-steps", type=int, default=None, help="decoder training steps (default 400)")
-    model.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default 4000)")
+    model.add_argument("--unet-steps", type=int, default=None, help="UNet steps (default 3500)")
     model.add_argument("--bias", type=float, default=None, help="co-occurrence bias of the scenes (default 0.99)")
     model.add_argument("--binding-weight", type=float, default=None,
-                       help="weight of the pixel-level binding term (default 0: off)")
+                       help="weight of the pixel-level binding term (default 0.1; 0 turns it off)")
     model.add_argument("--relation-captions", type=float, default=None,
                        help="share of the pair prompts that name the relation; the rest name the two objects only, "
-                       "'a red square and a blue circle' (default 1)")
+                       "'a red square and a blue circle' (default 0.25)")
     model.add_argument("--kinds", default=None,
                        help="comma-separated '<colour> <shape>' object kinds (default: red square, green triangle, "
                        "blue circle, yellow star, purple cross, teal diamond)")
