@@ -47,7 +47,7 @@ def trained_classifier_lines(file: str, model: str) -> list[str]:
 STEER_DEFAULTS = ("`mode` official = the published steering of the classifier's family, scaled to your step count; "
                   "`fast` and `quality` make larger, fixed-size updates (`fast` stops a step once the classifier reads "
                   "the relation with p >= 0.9: about a tenth of the passes; `quality` spends all of official's "
-                  "passes; on the toy world both are more accurate than official, quality most), `off` samples "
-                  "without steering. "
+                  "passes; on the toy world both are more accurate than official, fast at least as accurate as "
+                  "quality), `off` samples without steering. "
                   "`custom` shows four numbers below the mode (steered steps, step size, iterations, early stop p), "
                   "starting at the official values of this graph; the other modes ignore them.")

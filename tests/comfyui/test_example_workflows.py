@@ -350,7 +350,7 @@ def test_toy_workflow_compares_one_seed_with_and_without_steering_on_the_shipped
         TOY_SEED, 20, 8.0, "ddim", "ddim_uniform")
     # the toy example shows the mode most accurate on the toy benchmark; the custom numbers start at its recipe
     assert {k: steer[k] for k in TOY_STEERING} == TOY_STEERING == {
-        "mode": "quality", "last_steered_step": 10, "step_size": 1.0, "iterations": 16,
+        "mode": "fast", "last_steered_step": 10, "step_size": 1.0, "iterations": 16,
         "early_stop_probability": 1.0}
     loader = next(k for k, v in prompt.items() if v["class_type"] == "L2S_LoadToyWorld")
     assert plain["model"] == [loader, 0] and one(prompt, "CLIPTextEncode")["clip"] == [loader, 1]
