@@ -9,8 +9,9 @@
 * ``quality``: the same updates for the full official budget, with no early stop beyond the official loss
   thresholds, at the official number of passes. On the world shipped before the current toy world it was the most
   accurate mode; on the current one it is more accurate than the official loop but not than ``fast``, and its
-  larger total update loses more objects and leaves dirtier backgrounds (README, "The toy world"). Its cost does not depend on how sure the classifier gets (a stop at p >= 0.99, measured
-  before, ended most steps after a pass or two with a confident classifier and lost accuracy).
+  larger total update loses more objects and leaves dirtier backgrounds (README, "The toy world"). Its cost does
+  not depend on how sure the classifier gets (a stop at p >= 0.99, measured before, ended most steps after a pass
+  or two with a confident classifier and lost accuracy).
 * ``custom``: every number is given explicitly (steered steps, step size, iterations, early-stop probability) with
   the official update rule.
 * ``off``: no steering; the node samples as the plain sampler would.

@@ -7,8 +7,9 @@ prompts, and its classifier; torch 2.13 CPU, 2 threads) on these 64 images (8 or
 12): plain 0.188 with both objects present in every image; steered with the `fast` mode 0.609 (+0.42), the same as
 `quality`. The issue that set these checks asks for a margin of 0.25. The test steers with `fast`, the mode the demo
 shows: on the README's 240-image grids it is the most accurate mode on this world (0.908 and 0.838 on seeds 1000 and
-2000, against plain 0.250 and 0.258; `quality` 0.875 and 0.838) at a tenth of the passes. Sampling is deterministic on the same torch build and
-thread count (the test sets 2), so the margin is a fixed expectation, not a statistical test.
+2000, against plain 0.250 and 0.258; `quality` 0.875 and 0.838) at a tenth of the passes. Sampling is
+deterministic on the same torch build and thread count (the test sets 2), so the margin is a fixed expectation, not
+a statistical test.
 """
 
 from __future__ import annotations
