@@ -74,6 +74,24 @@ def test_same_seed_same_bundle(tiny_bundle: Path, tmp_path: Path) -> None:
             assert torch.equal(value, b.parts[part][key]), (part, key)
 
 
+def test_same_seed_same_bundle_at_the_shipped_batch_on_two_threads(tmp_path: Path) -> None:
+    """The shipped build's UNet batch (64) on two threads. Indexing the prompt embeddings with ``embeddings[which]``
+    made their gradient a parallel scatter of floats whose order depends on thread timing: two builds of the same
+    seeds then differed in most UNet tensors after 3 steps."""
+    before = torch.get_num_threads()
+    config = BuildConfig(num_images=48, ae_steps=1, ae_batch=2, unet_steps=3, unet_batch=64, threads=2)
+    try:
+        paths = [tmp_path / "first.safetensors", tmp_path / "second.safetensors"]
+        for path in paths:
+            build_toy_world(path, config)
+    finally:
+        torch.set_num_threads(before)
+    a, b = (load_bundle(path) for path in paths)
+    differing = [(part, key) for part in a.parts for key, value in a.parts[part].items()
+                 if not torch.equal(value, b.parts[part][key])]
+    assert not differing, f"{len(differing)} tensors differ, e.g. {differing[:3]}"
+
+
 def _initial_text_encoder(seed: int) -> dict[str, torch.Tensor]:
     from training.toy.architecture import ToyArchitecture, build_text_encoder
 

@@ -402,7 +402,9 @@ def _unet_step(model: torch.nn.Module, latents: torch.Tensor, prompt_index: torc
     which = prompt_index[index].clone()
     drop = torch.rand(config.unet_batch, generator=gen) < config.prompt_dropout
     which[drop] = empty_index
-    context = embeddings[which]  # (B, 77, D)
+    # (B, 77, D). Not ``embeddings[which]``: its gradient is a parallel scatter of floats on CPU whose order
+    # follows thread timing, so two builds of the same seeds came out different; index_select's is deterministic.
+    context = embeddings.index_select(0, which)
     t = torch.randint(0, abar.shape[0], (config.unet_batch,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     a = abar[t].view(-1, 1, 1, 1)
