@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for training
 
-from training.maps_folder import IndexRecord, load_meta, read_index  # noqa: E402
+from training.dataset import MapDataset  # noqa: E402
+from training.maps_folder import SPLITS  # noqa: E402
 
 logger = logging.getLogger("prompt_map_shift")
 
@@ -68,22 +68,19 @@ def shift_by_step(folder: Path) -> list[StepShift]:
     Raises:
         ValueError: the folder has no item with both a pos and a neg record (recorded with ``--no-negatives``?).
     """
-    meta = load_meta(folder)
-    pairs: dict[tuple[str, int], dict[str, IndexRecord]] = defaultdict(dict)
-    for record in read_index(folder, meta):
-        pairs[(record.item, record.step)][record.prompt_type] = record
-    shards: dict[str, object] = {}
-
-    def tensor(record: IndexRecord) -> torch.Tensor:
-        if record.shard not in shards:
-            shards[record.shard] = safe_open(str(Path(folder) / record.shard), framework="pt")
-        return shards[record.shard].get_tensor(record.key).float()  # (2, C, S, S)
+    # (item, step) -> prompt type -> (split's dataset, record number); the dataset validates and reads the shards
+    pairs: dict[tuple[str, int], dict[str, tuple[MapDataset, int]]] = defaultdict(dict)
+    for split in SPLITS:
+        dataset = MapDataset(folder, split)
+        for number, record in enumerate(dataset.records):
+            pairs[(record.item, record.step)][record.prompt_type] = (dataset, number)
 
     figures: dict[int, list[tuple[float, float, float]]] = defaultdict(list)
     for (_, step), both in pairs.items():
         if "pos" not in both or "neg" not in both:
             continue
-        pos, neg = tensor(both["pos"]), tensor(both["neg"])
+        (pos_data, pos_number), (neg_data, neg_number) = both["pos"], both["neg"]
+        pos, neg = pos_data[pos_number][0], neg_data[neg_number][0]  # (2, C, S, S) each
         change = float((pos - neg).norm() / pos.norm().clamp_min(1e-12))
         centre_pos, centre_neg = centroids(pos), centroids(neg)
         shift = float((centre_pos - centre_neg).norm(dim=-1).mean())
